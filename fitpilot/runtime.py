@@ -1,0 +1,65 @@
+"""Process set-up for TensorFlow (and torch, when it is loaded): quiet logs, sane threads.
+
+TensorFlow's thread pools can only be sized before its first op, so call
+:func:`configure` early in a process (the command line, each worker process
+and the tests do). Importing this module does not import TensorFlow.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import warnings
+
+_configured_threads: int | None = None
+
+
+def quiet_environment() -> None:
+    """Silence TensorFlow's C++ and Python start-up logs (idempotent, no TF import)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    warnings.filterwarnings("ignore", message=r".*np\.find_common_type.*")
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+
+
+def default_threads() -> int:
+    """Threads per process: ``FITPILOT_THREADS`` if set, else all cores (at least 1)."""
+    value = os.environ.get("FITPILOT_THREADS")
+    if value:
+        return max(1, int(value))
+    return max(1, os.cpu_count() or 1)
+
+
+def configure(threads: int | None = None) -> int:
+    """Quiet TensorFlow and size its thread pools (and torch's, if loaded) to ``threads``.
+
+    Safe to call more than once: once TensorFlow has run an op its pools cannot
+    change, and later calls keep the first size. Returns the thread count in force.
+    """
+    global _configured_threads
+    quiet_environment()
+    threads = threads or default_threads()
+    if _configured_threads is None:
+        import tensorflow as tf
+
+        tf.get_logger().setLevel(logging.ERROR)
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(min(threads, 2))
+            _configured_threads = threads
+        except RuntimeError:  # TF already initialised by the caller: keep its pools
+            _configured_threads = tf.config.threading.get_intra_op_parallelism_threads() or threads
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+    return _configured_threads
+
+
+def enable_determinism(seed: int) -> None:
+    """Seed Python, numpy and TensorFlow and make TF ops deterministic."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
