@@ -1,0 +1,170 @@
+"""Action schemes: what the policy's output means for the learning rate, and applying it.
+
+The default is discrete: multiply the learning rate by one of a few factors
+(lower, keep, raise), or stop. A continuous scheme is available as an option.
+Both are versioned and serialised into the controller bundle.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from fitpilot.errors import FitpilotError
+
+if TYPE_CHECKING:
+    import gymnasium
+
+ACTIONS_VERSION = 1
+
+
+class ActionError(FitpilotError):
+    """An action scheme that cannot be read, or an optimizer it cannot act on."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What one policy output means: stop, or multiply the learning rate by ``factor``."""
+
+    stop: bool
+    factor: float = 1.0
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class DiscreteActions:
+    """Action ``i < len(factors)`` multiplies the lr by ``factors[i]``; the last action stops.
+
+    With the default factors the actions are ``lower`` (x1/3), ``keep``,
+    ``raise`` (x3) and ``stop``.
+    """
+
+    factors: tuple[float, ...] = (1 / 3, 1.0, 3.0)
+    kind: str = "discrete"
+
+    def __post_init__(self) -> None:
+        if not self.factors or any(f <= 0 for f in self.factors):
+            raise ActionError(f"learning-rate factors must be positive, got {self.factors}")
+
+    @property
+    def n(self) -> int:
+        return len(self.factors) + 1
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """One readable name per action index."""
+        default = {(1 / 3, 1.0, 3.0): ("lower", "keep", "raise")}
+        return default.get(tuple(self.factors), tuple(f"lr x{f:.3g}" for f in self.factors)) + (
+            "stop",
+        )
+
+    def space(self) -> gymnasium.spaces.Discrete:
+        import gymnasium
+
+        return gymnasium.spaces.Discrete(self.n)
+
+    def decode(self, action: Any) -> Decision:
+        index = int(np.asarray(action).reshape(-1)[0])
+        if not 0 <= index < self.n:
+            raise ActionError(f"action {index} is outside 0..{self.n - 1}")
+        if index == self.n - 1:
+            return Decision(stop=True, name="stop")
+        return Decision(stop=False, factor=float(self.factors[index]), name=self.names[index])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": ACTIONS_VERSION, "kind": self.kind, "factors": list(self.factors)}
+
+
+@dataclass(frozen=True)
+class ContinuousActions:
+    """Action ``a`` in ``[-1, 1]^2``: lr factor ``10 ** (a[0] * max_log10_factor)``; stop if ``a[1] > 0``."""
+
+    max_log10_factor: float = 0.5
+    kind: str = "continuous"
+
+    def space(self) -> gymnasium.spaces.Box:
+        import gymnasium
+
+        return gymnasium.spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
+
+    def decode(self, action: Any) -> Decision:
+        a = np.clip(np.asarray(action, dtype=np.float64).reshape(-1), -1.0, 1.0)
+        if a.shape != (2,):
+            raise ActionError(f"a continuous action has 2 values, got shape {a.shape}")
+        if a[1] > 0:
+            return Decision(stop=True, name="stop")
+        factor = 10 ** (float(a[0]) * self.max_log10_factor)
+        return Decision(stop=False, factor=factor, name=f"lr x{factor:.3g}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": ACTIONS_VERSION,
+            "kind": self.kind,
+            "max_log10_factor": self.max_log10_factor,
+        }
+
+
+ActionScheme = DiscreteActions | ContinuousActions
+
+
+def action_scheme_from_dict(data: Mapping[str, Any]) -> ActionScheme:
+    """Rebuild an action scheme from :meth:`to_dict` output; refuse other versions."""
+    if data.get("version") != ACTIONS_VERSION:
+        raise ActionError(
+            f"action scheme version {data.get('version')} is not supported (this fitpilot "
+            f"reads version {ACTIONS_VERSION}); retrain or use the fitpilot that made it"
+        )
+    if data.get("kind") == "discrete":
+        return DiscreteActions(factors=tuple(float(f) for f in data["factors"]))
+    if data.get("kind") == "continuous":
+        return ContinuousActions(max_log10_factor=float(data["max_log10_factor"]))
+    raise ActionError(f"unknown action scheme kind {data.get('kind')!r}")
+
+
+def get_learning_rate(optimizer: Any) -> float:
+    """The optimizer's current learning rate, as a Python float."""
+    _check_assignable(optimizer)
+    return float(np.asarray(optimizer.learning_rate))
+
+
+def set_learning_rate(optimizer: Any, learning_rate: float) -> None:
+    """Assign ``learning_rate`` to a Keras 3 optimizer's learning-rate variable (no retrace)."""
+    _check_assignable(optimizer)
+    if not math.isfinite(learning_rate) or learning_rate <= 0:
+        raise ActionError(f"learning rate must be finite and positive, got {learning_rate}")
+    optimizer.learning_rate.assign(learning_rate)
+
+
+def apply_decision(
+    optimizer: Any, decision: Decision, min_lr: float = 0.0, max_lr: float = math.inf
+) -> float:
+    """Multiply the optimizer's lr by ``decision.factor``, clamped to ``[min_lr, max_lr]``.
+
+    Returns the new learning rate. A stop decision leaves the lr unchanged.
+    """
+    lr = get_learning_rate(optimizer)
+    if decision.stop:
+        return lr
+    new_lr = min(max(lr * decision.factor, min_lr), max_lr)
+    if new_lr != lr:
+        set_learning_rate(optimizer, new_lr)
+    return new_lr
+
+
+def _check_assignable(optimizer: Any) -> None:
+    import keras
+
+    if optimizer is None:
+        raise ActionError("the model has no optimizer; compile it before training")
+    if isinstance(optimizer.learning_rate, keras.optimizers.schedules.LearningRateSchedule) or (
+        getattr(optimizer, "_learning_rate", None) is not None
+        and isinstance(optimizer._learning_rate, keras.optimizers.schedules.LearningRateSchedule)
+    ):
+        raise ActionError(
+            "the optimizer's learning rate is a LearningRateSchedule, which fitpilot cannot "
+            "change; compile with a float learning rate (e.g. Adam(learning_rate=1e-3))"
+        )

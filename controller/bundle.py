@@ -1,0 +1,177 @@
+"""The controller bundle: one self-contained, versioned zip file that the callback loads.
+
+Layout of ``controller.zip``:
+
+- ``manifest.json``: format version, fitpilot version, featurizer config,
+  action scheme, observation pipeline settings, network spec, metadata and
+  the content hash;
+- ``arrays.npz``: the network weights and normalisation statistics as plain
+  float32 arrays (no pickles: loaded with ``allow_pickle=False``).
+
+The content hash (sha256 of the canonical manifest without the hash, plus
+every array's name, shape and bytes) names a controller in benchmark stores.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fitpilot.controller.actions import ActionScheme, action_scheme_from_dict
+from fitpilot.controller.features import Featurizer, FeaturizerConfig
+from fitpilot.controller.policy import MLPPolicy, ObservationPipeline, ObsNormalization
+from fitpilot.errors import FitpilotError
+
+BUNDLE_FORMAT = 1
+
+
+class BundleError(FitpilotError):
+    """A controller bundle that is missing, corrupt or of an incompatible version."""
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """Everything the deployed callback needs, and nothing that needs torch."""
+
+    policy: MLPPolicy
+    featurizer: FeaturizerConfig
+    actions: ActionScheme
+    normalization: ObsNormalization
+    frame_stack: int = 1
+    metadata: dict[str, Any] = field(default_factory=dict)
+    fitpilot_version: str = ""  # the fitpilot that made it; "" means this one
+
+    def make_featurizer(self) -> Featurizer:
+        return Featurizer(self.featurizer)
+
+    def make_pipeline(self) -> ObservationPipeline:
+        return ObservationPipeline(self.normalization, self.frame_stack)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """All arrays by name, float32."""
+        arrays = {"obs_mean": self.normalization.mean, "obs_var": self.normalization.var}
+        for i, (weight, bias) in enumerate(self.policy.hidden):
+            arrays[f"hidden_{i}_w"], arrays[f"hidden_{i}_b"] = weight, bias
+        arrays["head_w"], arrays["head_b"] = self.policy.head
+        return {k: np.asarray(v, dtype=np.float32) for k, v in arrays.items()}
+
+    def manifest(self) -> dict[str, Any]:
+        """The JSON manifest without the content hash."""
+        from fitpilot import __version__
+
+        return {
+            "format": BUNDLE_FORMAT,
+            "fitpilot_version": self.fitpilot_version or __version__,
+            "featurizer": self.featurizer.to_dict(),
+            "actions": self.actions.to_dict(),
+            "observation": {
+                "frame_stack": self.frame_stack,
+                "clip": _json_float(self.normalization.clip),
+                "epsilon": self.normalization.epsilon,
+            },
+            "policy": {
+                "hidden_layers": len(self.policy.hidden),
+                "activation": self.policy.activation,
+                "head": self.policy.head_kind,
+            },
+            "metadata": self.metadata,
+        }
+
+    @property
+    def content_hash(self) -> str:
+        return _content_hash(self.manifest(), self.arrays())
+
+
+def save_bundle(bundle: Bundle, path: str | Path) -> str:
+    """Write ``bundle`` to ``path`` (a .zip file) atomically; return its content hash."""
+    path = Path(path)
+    manifest, arrays = bundle.manifest(), bundle.arrays()
+    digest = _content_hash(manifest, arrays)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("manifest.json", json.dumps({**manifest, "hash": digest}, indent=2))
+        archive.writestr("arrays.npz", buffer.getvalue())
+    tmp.replace(path)
+    return digest
+
+
+def load_bundle(path: str | Path) -> Bundle:
+    """Read and verify a bundle; :class:`BundleError` says what is wrong and what to do."""
+    path = Path(path)
+    if not path.is_file():
+        raise BundleError(
+            f"no controller bundle at {path}; give the controller.zip written by "
+            f"`fitpilot train`, or use LearnedController.pretrained()"
+        )
+    try:
+        with zipfile.ZipFile(path) as archive:
+            manifest = json.loads(archive.read("manifest.json"))
+            with np.load(io.BytesIO(archive.read("arrays.npz")), allow_pickle=False) as npz:
+                arrays = {name: npz[name] for name in npz.files}
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
+        raise BundleError(
+            f"{path} is not a readable controller bundle ({exc}); re-export it with "
+            f"`fitpilot train` or download it again"
+        ) from exc
+    if manifest.get("format") != BUNDLE_FORMAT:
+        raise BundleError(
+            f"{path} is bundle format {manifest.get('format')}, made by fitpilot "
+            f"{manifest.get('fitpilot_version', '?')}; this fitpilot reads format "
+            f"{BUNDLE_FORMAT}: retrain the controller or install the fitpilot that made it"
+        )
+    try:
+        bundle = _bundle_from(manifest, arrays)
+    except FitpilotError as exc:
+        raise BundleError(f"{path}: {exc}") from exc
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BundleError(f"{path} is an incomplete controller bundle (missing {exc})") from exc
+    stored_hash = manifest.pop("hash", None)
+    if stored_hash != _content_hash(manifest, arrays):
+        raise BundleError(
+            f"{path} is corrupt: its content hash does not match its manifest; re-export it"
+        )
+    return bundle
+
+
+def _bundle_from(manifest: dict[str, Any], arrays: dict[str, np.ndarray]) -> Bundle:
+    spec, obs = manifest["policy"], manifest["observation"]
+    hidden = tuple(
+        (arrays[f"hidden_{i}_w"], arrays[f"hidden_{i}_b"]) for i in range(spec["hidden_layers"])
+    )
+    policy = MLPPolicy(hidden, (arrays["head_w"], arrays["head_b"]), spec["activation"],
+                       spec["head"])
+    normalization = ObsNormalization(
+        arrays["obs_mean"], arrays["obs_var"], float(obs["clip"]), float(obs["epsilon"])
+    )
+    return Bundle(
+        policy=policy,
+        featurizer=FeaturizerConfig.from_dict(manifest["featurizer"]),
+        actions=action_scheme_from_dict(manifest["actions"]),
+        normalization=normalization,
+        frame_stack=int(obs["frame_stack"]),
+        metadata=manifest.get("metadata", {}),
+        fitpilot_version=str(manifest.get("fitpilot_version", "")),
+    )
+
+
+def _json_float(value: float) -> float | str:
+    return value if np.isfinite(value) else "inf"
+
+
+def _content_hash(manifest: dict[str, Any], arrays: dict[str, np.ndarray]) -> str:
+    digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode())
+    for name in sorted(arrays):
+        array = np.ascontiguousarray(arrays[name], dtype=np.float32)
+        digest.update(f"{name}{array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()[:16]

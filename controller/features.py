@@ -1,0 +1,154 @@
+"""The observation featurizer: epoch logs in, a fixed-size task-agnostic vector out.
+
+The training environment and the deployed callback both build observations
+with this one class, from the same Keras epoch logs, so the policy sees the
+world identically in both. Its config is versioned and written into every
+controller bundle; a bundle of another featurizer version is refused.
+
+Every feature is scale-free (log ratios, fractions, counts relative to the
+budget), so a loss of 1e-4 or of 300, a budget of 10 or of 500 epochs look
+alike to the policy.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from fitpilot.errors import FitpilotError
+
+FEATURIZER_VERSION = 1
+
+FEATURE_NAMES: tuple[str, ...] = (
+    "progress",  # epochs run / epoch budget, in (0, 1]
+    "log_val_vs_first",  # log(val / val after the first epoch)
+    "log_val_vs_best",  # log(val / best val so far), >= 0
+    "log_val_change",  # log(val_t / val_{t-1})
+    "log_val_slope",  # mean log change of val over the last `window` epochs
+    "val_noise",  # std of the log changes of val over the last `window` epochs
+    "log_train_vs_first",  # log(train / train after the first epoch)
+    "log_train_change",  # log(train_t / train_{t-1})
+    "log_train_slope",  # mean log change of train over the last `window` epochs
+    "log_gap",  # log(val / train): overfitting
+    "since_best_short",  # epochs since the best val, capped at 10, / 10
+    "since_best_budget",  # epochs since the best val / epoch budget
+    "log10_lr_vs_initial",  # log10(lr / lr at the first epoch)
+    "log10_lr_change",  # log10(lr_t / lr_{t-1}): what the last decision did
+    "nonfinite",  # 1 if this epoch's train or val loss is NaN, inf or missing
+)
+
+
+class FeaturizerError(FitpilotError):
+    """A featurizer config this version of fitpilot cannot read."""
+
+
+@dataclass(frozen=True)
+class FeaturizerConfig:
+    """Versioned settings of :class:`Featurizer`; serialised into bundles as a dict."""
+
+    version: int = FEATURIZER_VERSION
+    train_key: str = "loss"
+    val_key: str = "val_loss"
+    window: int = 3
+    clip: float = 5.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FeaturizerConfig:
+        version = data.get("version")
+        if version != FEATURIZER_VERSION:
+            raise FeaturizerError(
+                f"featurizer version {version} is not supported by this fitpilot "
+                f"(it reads version {FEATURIZER_VERSION}); retrain the controller with this "
+                f"version or install the fitpilot version that made it"
+            )
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise FeaturizerError(f"unknown featurizer settings {sorted(unknown)}")
+        return cls(**data)
+
+
+class Featurizer:
+    """Turns the history of epoch logs into observations of shape ``(len(FEATURE_NAMES),)``.
+
+    Call :meth:`reset` at the start of a run, then :meth:`observe` once per
+    finished epoch with that epoch's logs and the learning rate it ran with.
+    Missing keys, NaN and inf never produce a non-finite feature.
+    """
+
+    feature_names = FEATURE_NAMES
+    size = len(FEATURE_NAMES)
+
+    def __init__(self, config: FeaturizerConfig | None = None) -> None:
+        self.config = config or FeaturizerConfig()
+        self.reset(budget=1)
+
+    def reset(self, budget: int) -> None:
+        """Start a new run with an epoch budget of ``budget`` epochs (>= 1)."""
+        self.budget = max(1, int(budget))
+        self.epochs = 0
+        self._val: list[float] = []  # log of the last finite val loss, per epoch
+        self._train: list[float] = []
+        self._log_lr: list[float] = []
+        self._best_log_val = math.inf
+        self._best_epoch = 0
+
+    def observe(self, logs: Mapping[str, Any], learning_rate: float) -> np.ndarray:
+        """Record one finished epoch and return the observation, float32, all finite.
+
+        Args:
+            logs: the epoch logs (``loss``, ``val_loss``, ...); values may be NaN or missing.
+            learning_rate: the learning rate the epoch was trained with (> 0).
+        """
+        cfg = self.config
+        self.epochs += 1
+        val, val_ok = self._log_value(logs.get(cfg.val_key), self._val)
+        train, train_ok = self._log_value(logs.get(cfg.train_key), self._train)
+        self._val.append(val)
+        self._train.append(train)
+        self._log_lr.append(math.log10(max(float(learning_rate), 1e-30)))
+        if val_ok and val < self._best_log_val:
+            self._best_log_val, self._best_epoch = val, self.epochs
+        best = self._best_log_val if math.isfinite(self._best_log_val) else val
+        since_best = self.epochs - self._best_epoch if self._best_epoch else self.epochs
+        val_changes = np.diff(self._val[-(cfg.window + 1) :])
+        train_changes = np.diff(self._train[-(cfg.window + 1) :])
+        features = (
+            self.epochs / self.budget,
+            val - self._val[0],
+            val - best,
+            val_changes[-1] if len(val_changes) else 0.0,
+            val_changes.mean() if len(val_changes) else 0.0,
+            val_changes.std() if len(val_changes) > 1 else 0.0,
+            train - self._train[0],
+            train_changes[-1] if len(train_changes) else 0.0,
+            train_changes.mean() if len(train_changes) else 0.0,
+            val - train,
+            min(since_best, 10) / 10,
+            since_best / self.budget,
+            self._log_lr[-1] - self._log_lr[0],
+            self._log_lr[-1] - self._log_lr[-2] if len(self._log_lr) > 1 else 0.0,
+            0.0 if (val_ok and train_ok) else 1.0,
+        )
+        obs = np.asarray(features, dtype=np.float32)
+        return np.clip(np.nan_to_num(obs, nan=0.0, posinf=cfg.clip, neginf=-cfg.clip),
+                       -cfg.clip, cfg.clip)
+
+    @staticmethod
+    def _log_value(value: Any, history: list[float]) -> tuple[float, bool]:
+        """log(value) if finite and > 0, else the previous entry (or 0): (log value, ok)."""
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = math.nan
+        if math.isfinite(number) and number > 0:
+            return math.log(number), True
+        if math.isfinite(number) and number <= 0:  # a loss can reach 0 (or go negative)
+            return math.log(1e-12), True
+        return (history[-1] if history else 0.0), False

@@ -1,0 +1,32 @@
+"""Test helper: small controller bundles with random weights, no training needed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from fitpilot.controller.actions import DiscreteActions
+from fitpilot.controller.bundle import Bundle, save_bundle
+from fitpilot.controller.features import Featurizer, FeaturizerConfig
+from fitpilot.controller.policy import MLPPolicy, ObsNormalization
+
+
+def random_bundle(seed: int = 0, frame_stack: int = 1, hidden: int = 16) -> Bundle:
+    """A discrete-action bundle with random MLP weights and unit normalisation."""
+    rng = np.random.default_rng(seed)
+    size = Featurizer.size
+    actions = DiscreteActions()
+    inputs = size * frame_stack
+    policy = MLPPolicy(
+        hidden=((rng.normal(0, 0.5, (inputs, hidden)).astype("f"), np.zeros(hidden, "f")),),
+        head=(rng.normal(0, 0.5, (hidden, actions.n)).astype("f"), np.zeros(actions.n, "f")),
+    )
+    normalization = ObsNormalization(np.zeros(size, "f"), np.ones(size, "f"))
+    return Bundle(policy, FeaturizerConfig(), actions, normalization, frame_stack, {"algo": "random"})
+
+
+def write_random_bundle(path: str | Path, seed: int = 0, frame_stack: int = 1) -> Path:
+    """Save :func:`random_bundle` to ``path``; return the path."""
+    save_bundle(random_bundle(seed, frame_stack), path)
+    return Path(path)
