@@ -1,0 +1,198 @@
+"""``KerasTrainingEnv``: a gymnasium environment whose steps are Keras epochs.
+
+On ``reset`` it samples a task and a starting learning rate, re-initialises
+the task's cached model and trains the first epoch; each ``step(action)``
+applies the action (change the learning rate, or stop) and trains one more
+epoch. Observations come from the epoch logs through the same
+:class:`~fitpilot.controller.features.Featurizer` the deployed callback uses.
+
+Reward per epoch: the improvement of the best validation loss on a log
+scale, ``log(best_before) - log(best_after)`` (>= 0), minus ``epoch_cost``.
+Over an episode the rewards add up to ``log(best after epoch 1 / best at the
+end) - epoch_cost * (epochs - 1)``: a good model, paid for with epochs.
+A NaN or inf loss ends the episode with ``-divergence_penalty``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium
+import numpy as np
+
+from fitpilot.controller.actions import ActionScheme, DiscreteActions
+from fitpilot.controller.features import Featurizer, FeaturizerConfig
+from fitpilot.envs.runner import EpochRunner, make_runner
+from fitpilot.envs.tasks import TaskError, TrainingTask, load_tasks
+
+ENV_ID = "fitpilot/KerasTraining-v0"
+
+
+class KerasTrainingEnv(gymnasium.Env):
+    """Keras training as an MDP: one step is one epoch.
+
+    Args:
+        tasks: a suite name, an import path ``module:NAME``, or a list of tasks.
+        featurizer: featurizer settings (the default is what bundles record).
+        actions: the action scheme; discrete lower / keep / raise / stop by default.
+        lr_factor_range: the starting lr is the task's default times a factor drawn
+            log-uniformly from this range.
+        epoch_cost: reward paid per epoch trained after the first.
+        divergence_penalty: reward (negated) when the loss becomes NaN or inf.
+        min_lr, max_lr: absolute clamp of the learning rate.
+        monitor: the validation key whose best value the reward follows.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(
+        self,
+        tasks: str | Sequence[TrainingTask] = "train",
+        featurizer: FeaturizerConfig | None = None,
+        actions: ActionScheme | None = None,
+        lr_factor_range: tuple[float, float] = (0.01, 100.0),
+        epoch_cost: float = 0.01,
+        divergence_penalty: float = 1.0,
+        min_lr: float = 1e-7,
+        max_lr: float = 10.0,
+        monitor: str = "val_loss",
+    ) -> None:
+        self.tasks = load_tasks(tasks) if isinstance(tasks, str) else list(tasks)
+        if not self.tasks:
+            raise TaskError("KerasTrainingEnv needs at least one task")
+        low, high = lr_factor_range
+        if not 0 < low <= high:
+            raise ValueError(f"lr_factor_range must satisfy 0 < low <= high, got {lr_factor_range}")
+        self.featurizer = Featurizer(featurizer)
+        self.actions = actions or DiscreteActions()
+        self.lr_factor_range = (float(low), float(high))
+        self.epoch_cost = float(epoch_cost)
+        self.divergence_penalty = float(divergence_penalty)
+        self.min_lr, self.max_lr = float(min_lr), float(max_lr)
+        self.monitor = monitor
+        self.action_space = self.actions.space()
+        clip = self.featurizer.config.clip
+        self.observation_space = gymnasium.spaces.Box(
+            -clip, clip, shape=(Featurizer.size,), dtype=np.float32
+        )
+        self._runners: dict[str, EpochRunner] = {}
+        self.runner: EpochRunner | None = None
+        self.task: TrainingTask | None = None
+
+    # -- gymnasium API -------------------------------------------------------
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Start an episode and train its first epoch.
+
+        ``options`` may fix ``"task"`` (name or index), and ``"learning_rate"`` or
+        ``"lr_factor"`` (times the task default) instead of sampling them.
+        """
+        super().reset(seed=seed)
+        options = options or {}
+        self.task = self._pick_task(options.get("task"))
+        if "learning_rate" in options:
+            lr = float(options["learning_rate"])
+        else:
+            factor = options.get("lr_factor")
+            if factor is None:
+                low, high = np.log(self.lr_factor_range)
+                factor = float(np.exp(self.np_random.uniform(low, high)))
+            lr = self.task.learning_rate * float(factor)
+        lr = min(max(lr, self.min_lr), self.max_lr)
+        self.runner = self._runner_for(self.task)
+        self.runner.reset(seed=int(self.np_random.integers(2**31 - 1)), learning_rate=lr)
+        self.featurizer.reset(budget=self.task.epochs)
+        self.initial_learning_rate = lr
+        self.best = math.inf
+        self.best_epoch = 0
+        self.last_action = "start"
+        obs, _, terminated, info = self._train_epoch(lr)
+        if terminated:  # diverged in the first epoch: the episode still has to start
+            info["diverged_at_reset"] = True
+        self._done = terminated
+        return obs, info
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        if self.runner is None or self.task is None:
+            raise RuntimeError("call reset() before step()")
+        decision = self.actions.decode(action)
+        self.last_action = decision.name
+        if decision.stop or self._done:
+            obs = self._last_obs
+            return obs, 0.0, True, False, self._info(final=True)
+        lr = min(max(self.runner.learning_rate * decision.factor, self.min_lr), self.max_lr)
+        self.runner.learning_rate = lr
+        obs, reward, terminated, info = self._train_epoch(lr)
+        return obs, reward, terminated, False, info
+
+    def close(self) -> None:
+        for runner in self._runners.values():
+            runner.close()
+        self._runners.clear()
+        self.runner = None
+
+    # -- internals -----------------------------------------------------------
+
+    def _train_epoch(self, lr: float) -> tuple[np.ndarray, float, bool, dict[str, Any]]:
+        assert self.runner is not None and self.task is not None
+        self.logs = self.runner.run_epoch()
+        self._last_obs = self.featurizer.observe(self.logs, lr)
+        value = self.logs.get(self.monitor, math.nan)
+        diverged = not (
+            math.isfinite(self.logs.get("loss", math.nan)) and math.isfinite(value)
+        )
+        if diverged:
+            self._done = True
+            return self._last_obs, -self.divergence_penalty, True, self._info(
+                final=True, diverged=True
+            )
+        reward = 0.0 if self.runner.epoch == 1 else -self.epoch_cost
+        if value < self.best:
+            if math.isfinite(self.best):
+                reward += math.log(self.best) - math.log(max(value, 1e-12))
+            self.best, self.best_epoch = value, self.runner.epoch
+            self.runner.remember_weights()
+        terminated = self.runner.epoch >= self.task.epochs
+        self._done = terminated
+        return self._last_obs, float(reward), terminated, self._info(final=terminated)
+
+    def _info(self, final: bool, diverged: bool = False) -> dict[str, Any]:
+        assert self.runner is not None and self.task is not None
+        info: dict[str, Any] = {
+            "task": self.task.name,
+            "epoch": self.runner.epoch,
+            "budget": self.task.epochs,
+            "learning_rate": self.runner.learning_rate,
+            "initial_learning_rate": self.initial_learning_rate,
+            "logs": dict(self.logs),
+            "best": self.best,
+            "best_epoch": self.best_epoch,
+            "action": self.last_action,
+            "diverged": diverged,
+        }
+        if final:
+            if self.best_epoch:
+                self.runner.restore_weights()
+                info["test"] = self.runner.evaluate_test()
+            else:
+                info["test"] = {"loss": math.nan}
+        return info
+
+    def _pick_task(self, choice: str | int | None) -> TrainingTask:
+        if choice is None:
+            return self.tasks[int(self.np_random.integers(len(self.tasks)))]
+        if isinstance(choice, int):
+            return self.tasks[choice]
+        for task in self.tasks:
+            if task.name == choice:
+                return task
+        raise TaskError(f"no task named {choice!r}; tasks are {[t.name for t in self.tasks]}")
+
+    def _runner_for(self, task: TrainingTask) -> EpochRunner:
+        if task.name not in self._runners:
+            self._runners[task.name] = make_runner(task)
+        return self._runners[task.name]
