@@ -21,10 +21,19 @@ def tasks(
     suite: Annotated[str | None, typer.Option("--suite", help=SUITE_HELP)] = None,
     tasks: Annotated[str | None, typer.Option("--tasks", help=TASKS_HELP)] = None,
 ) -> None:
-    """List tasks, one line each: name, kind, data sizes, budget, default learning rate."""
+    """List tasks, one line each: name, kind, data sizes, budget, default learning rate.
+
+    Tasks from an import path are checked first (their model is built and run
+    on two rows), so a task that does not fit its data fails here, not mid-run.
+    """
     from fitpilot.envs.tasks import resolve_tasks
 
-    for task in resolve_tasks(suite, tasks):
+    user_tasks = tasks is not None and ":" in tasks
+    if user_tasks:
+        from fitpilot.runtime import configure
+
+        configure()
+    for task in resolve_tasks(suite, tasks, check=user_tasks):
         data = task.data()
         sizes = f"{len(data.train)}/{len(data.validation)}/{len(data.test)}"
         typer.echo(
