@@ -94,7 +94,9 @@ def sine_sequence_data(rows: int = 1000, steps: int = 20) -> TaskData:
 # --- models -----------------------------------------------------------------
 
 
-def mlp(input_shape: tuple[int, ...], hidden: tuple[int, ...], outputs: int, activation: str = "relu"):
+def mlp(
+    input_shape: tuple[int, ...], hidden: tuple[int, ...], outputs: int, activation: str = "relu"
+):
     import keras
 
     layers = [keras.Input(input_shape)]
@@ -182,7 +184,9 @@ def train_suite() -> list[TrainingTask]:
         ),
         TrainingTask(
             "circles_mlp", build_model=partial(mlp, (2,), (16, 16), 2, "tanh"),
-            load_data=partial(generated_data, "make_circles", n_samples=600, noise=0.15, factor=0.5),
+            load_data=partial(
+                generated_data, "make_circles", n_samples=600, noise=0.15, factor=0.5
+            ),
             optimizer="sgd", learning_rate=0.05, batch_size=32, epochs=40, **_CLF,
         ),
         TrainingTask(
