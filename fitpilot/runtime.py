@@ -7,10 +7,12 @@ and the tests do). Importing this module does not import TensorFlow.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
 import warnings
+from collections.abc import Iterator
 
 _configured_threads: int | None = None
 
@@ -42,18 +44,43 @@ def configure(threads: int | None = None) -> int:
     quiet_environment()
     threads = threads or default_threads()
     if _configured_threads is None:
-        import tensorflow as tf
+        with _native_stderr_silenced():
+            import tensorflow as tf
 
-        tf.get_logger().setLevel(logging.ERROR)
-        try:
-            tf.config.threading.set_intra_op_parallelism_threads(threads)
-            tf.config.threading.set_inter_op_parallelism_threads(min(threads, 2))
-            _configured_threads = threads
-        except RuntimeError:  # TF already initialised by the caller: keep its pools
-            _configured_threads = tf.config.threading.get_intra_op_parallelism_threads() or threads
+            tf.get_logger().setLevel(logging.ERROR)
+            try:
+                tf.config.threading.set_intra_op_parallelism_threads(threads)
+                tf.config.threading.set_inter_op_parallelism_threads(min(threads, 2))
+                _configured_threads = threads
+            except RuntimeError:  # TF already initialised by the caller: keep its pools
+                _configured_threads = (
+                    tf.config.threading.get_intra_op_parallelism_threads() or threads
+                )
+            tf.config.list_physical_devices()  # probes CUDA now, while stderr is silenced
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(threads)
     return _configured_threads
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null for the duration (Python exceptions still raise).
+
+    TensorFlow's C++ start-up lines ("All log messages before absl::InitializeLog()",
+    "Could not find cuda drivers", "failed call to cuInit") ignore
+    ``TF_CPP_MIN_LOG_LEVEL``; this is the only way to keep them off the terminal.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def enable_determinism(seed: int) -> None:
