@@ -81,7 +81,10 @@ class DiscreteActions:
 
 @dataclass(frozen=True)
 class ContinuousActions:
-    """Action ``a`` in ``[-1, 1]^2``: lr factor ``10 ** (a[0] * max_log10_factor)``; stop if ``a[1] > 0``."""
+    """Action ``a`` in ``[-1, 1]^2``: stop if ``a[1] > 0``, else lr times ``10 ** (a[0] * m)``.
+
+    ``m`` is ``max_log10_factor``: the largest change per epoch, in decades.
+    """
 
     max_log10_factor: float = 0.5
     kind: str = "continuous"

@@ -25,12 +25,13 @@ TRAIN_SHARE, VALIDATION_SHARE = 0.6, 0.2
 def _split(
     x: np.ndarray, y: np.ndarray, standardize_y: bool = False, train_rows: int | None = None
 ) -> TaskData:
-    """Shuffle with a fixed seed, split 60/20/20 (or ``train_rows`` for training), standardise."""
+    """Shuffle (fixed seed), split 60/20/20 or ``train_rows`` + up to 300 + 300, standardise."""
     order = np.random.default_rng(DATA_SEED).permutation(len(x))
     x, y = x[order].astype("float32"), y[order]
     n_train = train_rows or int(TRAIN_SHARE * len(x))
-    n_val = (len(x) - n_train) // 2 if train_rows else int(VALIDATION_SHARE * len(x))
-    parts = np.split(np.arange(len(x)), [n_train, n_train + n_val])
+    n_val = min((len(x) - n_train) // 2, 300) if train_rows else int(VALIDATION_SHARE * len(x))
+    n_test = n_val if train_rows else len(x) - n_train - n_val
+    parts = np.split(np.arange(n_train + n_val + n_test), [n_train, n_train + n_val])
     flat = x[parts[0]].reshape(n_train, -1)
     mean = flat.mean(axis=0).reshape(x.shape[1:])
     std = flat.std(axis=0).reshape(x.shape[1:])
@@ -54,9 +55,9 @@ def digits_data(train_rows: int | None = None, as_image: bool = False) -> TaskDa
     return data
 
 
-def digits_rows_data() -> TaskData:
+def digits_rows_data(train_rows: int | None = None) -> TaskData:
     """Digits as sequences: 8 time steps (image rows) of 8 features."""
-    data = digits_data()
+    data = digits_data(train_rows=train_rows)
     return TaskData(*(Split(s.x.reshape(-1, 8, 8), s.y) for s in _splits(data)))
 
 
@@ -80,7 +81,7 @@ def generated_data(generator: str, regression: bool = False, **kwargs) -> TaskDa
     return _split(x, y, standardize_y=regression)
 
 
-def sine_sequence_data(rows: int = 1000, steps: int = 20) -> TaskData:
+def sine_sequence_data(rows: int = 600, steps: int = 12) -> TaskData:
     """Noisy sums of two sines of random frequency; predict the next value."""
     rng = np.random.default_rng(DATA_SEED)
     t = np.arange(steps + 1, dtype="float32")
@@ -191,11 +192,11 @@ def train_suite() -> list[TrainingTask]:
         ),
         TrainingTask(
             "digits_cnn", build_model=partial(small_cnn, (8, 8, 1), 10),
-            load_data=partial(digits_data, train_rows=900, as_image=True), optimizer="adam",
+            load_data=partial(digits_data, train_rows=600, as_image=True), optimizer="adam",
             learning_rate=1e-3, batch_size=32, epochs=30, **_CLF,
         ),
         TrainingTask(
-            "sine_gru", build_model=partial(recurrent, (20, 1), "gru", 16, 1),
+            "sine_gru", build_model=partial(recurrent, (12, 1), "gru", 16, 1),
             load_data=sine_sequence_data, optimizer="rmsprop", learning_rate=1e-3,
             batch_size=32, epochs=30, **_REG,
         ),
@@ -212,8 +213,8 @@ def holdout_suite() -> list[TrainingTask]:
         ),
         TrainingTask(
             "digits_lstm", build_model=partial(recurrent, (8, 8), "lstm", 32, 10),
-            load_data=digits_rows_data, optimizer="rmsprop", learning_rate=2e-3,
-            batch_size=32, epochs=30, **_CLF,
+            load_data=partial(digits_rows_data, train_rows=600), optimizer="rmsprop",
+            learning_rate=2e-3, batch_size=32, epochs=30, **_CLF,
         ),
         TrainingTask(
             "regression_sgd", build_model=partial(mlp, (30,), (64, 32), 1),
