@@ -121,6 +121,20 @@ def small_cnn(input_shape: tuple[int, ...], outputs: int):
     )
 
 
+def small_conv1d(input_shape: tuple[int, ...], outputs: int):
+    import keras
+
+    return keras.Sequential(
+        [
+            keras.Input(input_shape),
+            keras.layers.Conv1D(16, 3, activation="relu"),
+            keras.layers.Conv1D(16, 3, activation="relu"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(outputs, activation="softmax" if outputs > 1 else None),
+        ]
+    )
+
+
 def recurrent(input_shape: tuple[int, ...], cell: str, units: int, outputs: int):
     import keras
 
@@ -204,12 +218,15 @@ def train_suite() -> list[TrainingTask]:
 
 
 def holdout_suite() -> list[TrainingTask]:
-    """Four tasks never trained on: other datasets, or an architecture (LSTM) not in ``train``."""
+    """Four tasks never trained on: new datasets, or architectures (LSTM, Conv1D) not in train."""
     return [
         TrainingTask(
-            "iris_mlp", build_model=partial(mlp, (4,), (16, 16), 3),
-            load_data=partial(sklearn_data, "load_iris"), optimizer="adam",
-            learning_rate=1e-2, batch_size=16, epochs=40, **_CLF,
+            "quantiles_mlp", build_model=partial(mlp, (6,), (32, 32), 3),
+            load_data=partial(
+                generated_data, "make_gaussian_quantiles", n_samples=800, n_features=6,
+                n_classes=3,
+            ),
+            optimizer="adam", learning_rate=1e-3, batch_size=32, epochs=40, **_CLF,
         ),
         TrainingTask(
             "digits_lstm", build_model=partial(recurrent, (8, 8), "lstm", 32, 10),
@@ -225,9 +242,9 @@ def holdout_suite() -> list[TrainingTask]:
             optimizer="sgd", learning_rate=0.01, batch_size=32, epochs=40, **_REG,
         ),
         TrainingTask(
-            "hastie_mlp", build_model=partial(mlp, (10,), (32, 32), 2),
-            load_data=partial(generated_data, "make_hastie_10_2", n_samples=800),
-            optimizer="adam", learning_rate=1e-3, batch_size=32, epochs=40, **_CLF,
+            "sine_conv1d", build_model=partial(small_conv1d, (12, 1), 1),
+            load_data=sine_sequence_data, optimizer="adam", learning_rate=1e-3,
+            batch_size=32, epochs=40, **_REG,
         ),
     ]
 
