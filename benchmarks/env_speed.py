@@ -1,0 +1,258 @@
+"""How fast is one environment step? Milliseconds per epoch, five ways, in one process.
+
+On the reference task (``digits_mlp``: sklearn digits, 1,400 training rows, 64-64-10
+MLP, batch 32, SGD), prints the median milliseconds per epoch (training, then
+validation) of:
+
+  (a) ``model.fit(epochs=1)`` called once per epoch;
+  (b) one long ``model.fit`` (epoch-begin to epoch-end, timed by a callback);
+  (c) a hand-written whole-epoch ``tf.function`` (written here, independently of
+      fitpilot: shuffled mini-batches in a ``tf.while_loop`` with ``GradientTape``, then
+      validation on all rows in one batch) -- the floor to compare against;
+  (d) the runner's epoch: ``FastEpochRunner.run_epoch()`` plus setting the learning
+      rate; and ``KerasTrainingEnv.step`` (keep the lr) when ``fitpilot.envs.env``
+      exists; (c) and (d) are interleaved epoch by epoch so that load from other
+      processes hits both alike;
+
+then the median ``runner.reset`` time, and over ``--episodes`` episodes of
+``--episode-epochs`` epochs (runner reset each episode, lr changed each epoch) the
+resident memory after 10 episodes and at the end, and the median step time over the
+first and the last 10 episodes. Targets: (d) <= 1.5x (c); reset <= 10 ms; RSS growth
+<= 50 MB; flat step time.
+
+    FITPILOT_THREADS=1 .venv/bin/python benchmarks/env_speed.py
+    FITPILOT_THREADS=2 .venv/bin/python benchmarks/env_speed.py --episodes 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+from fitpilot import runtime
+
+
+def rss_mb() -> float:
+    """Resident set size of this process, in MB (Linux ``/proc``)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def median_ms(samples: list[float]) -> float:
+    return 1000 * statistics.median(samples)
+
+
+def p10_ms(samples: list[float]) -> float:
+    """The fastest tenth: less sensitive than the median to other processes' load."""
+    return 1000 * statistics.quantiles(samples, n=10)[0]
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def fit_per_epoch(task: Any, epochs: int) -> list[float]:
+    """(a) ``model.fit(epochs=1)`` called ``epochs`` times (the first call dropped)."""
+    data = task.data()
+    model = task.compiled_model()
+    kwargs = dict(
+        batch_size=task.batch_size,
+        validation_data=(data.validation.x, data.validation.y),
+        epochs=1,
+        verbose=0,
+    )
+    x, y = data.train.x, data.train.y
+    return [timed(lambda: model.fit(x, y, **kwargs)) for _ in range(epochs + 1)][1:]
+
+
+def fit_long(task: Any, epochs: int) -> list[float]:
+    """(b) epoch durations inside one ``model.fit(epochs=epochs + 1)`` (first dropped)."""
+    import keras
+
+    class EpochTimer(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.durations: list[float] = []
+
+        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            self.durations.append(time.perf_counter() - self.start)
+
+    data = task.data()
+    timer = EpochTimer()
+    task.compiled_model().fit(
+        data.train.x,
+        data.train.y,
+        batch_size=task.batch_size,
+        validation_data=(data.validation.x, data.validation.y),
+        epochs=epochs + 1,
+        verbose=0,
+        callbacks=[timer],
+    )
+    return timer.durations[1:]
+
+
+def hand_written_epoch(task: Any) -> Callable[[int], Any]:
+    """(c) One epoch as one hand-written ``tf.function``; returns ``epoch(e) -> logs``."""
+    import keras
+    import tensorflow as tf
+
+    data = task.data()
+    model = task.build_model()
+    optimizer = task.make_optimizer()
+    optimizer.build(model.trainable_variables)
+    loss_fn = keras.losses.get(task.loss)
+    x, y = tf.constant(data.train.x), tf.constant(data.train.y)
+    val_x, val_y = tf.constant(data.validation.x), tf.constant(data.validation.y)
+    rows, size = len(data.train), task.batch_size
+    steps = -(-rows // size)
+
+    def accuracy_sum(labels: tf.Tensor, probabilities: tf.Tensor) -> tf.Tensor:
+        predicted = tf.cast(tf.argmax(probabilities, axis=-1), labels.dtype)
+        return tf.reduce_sum(tf.cast(tf.equal(predicted, labels), tf.float32))
+
+    @tf.function(autograph=False)
+    def epoch(seed: tf.Tensor) -> tf.Tensor:
+        order = tf.argsort(tf.random.stateless_uniform([rows], seed))
+
+        def body(i: tf.Tensor, loss_sum: tf.Tensor, hits: tf.Tensor) -> tuple:
+            index = order[i * size : tf.minimum((i + 1) * size, rows)]
+            x_batch, y_batch = tf.gather(x, index), tf.gather(y, index)
+            with tf.GradientTape() as tape:
+                probabilities = model(x_batch, training=True)
+                loss = tf.reduce_mean(loss_fn(y_batch, probabilities))
+            gradients = tape.gradient(loss, model.trainable_variables)
+            optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
+            count = tf.cast(tf.shape(index)[0], tf.float32)
+            return i + 1, loss_sum + loss * count, hits + accuracy_sum(y_batch, probabilities)
+
+        _, loss_sum, hits = tf.while_loop(
+            lambda i, *_: i < steps, body, [tf.constant(0), tf.constant(0.0), tf.constant(0.0)]
+        )
+        probabilities = model(val_x, training=False)
+        val_loss = tf.reduce_mean(loss_fn(val_y, probabilities))
+        val_accuracy = accuracy_sum(val_y, probabilities) / len(data.validation)
+        return tf.stack([loss_sum / rows, hits / rows, val_loss, val_accuracy])
+
+    return lambda e: epoch(tf.constant([1, e], tf.int64)).numpy()
+
+
+def make_env(task: Any) -> Any | None:
+    """``KerasTrainingEnv`` on the task if the module exists, else None."""
+    try:
+        from fitpilot.envs.env import KerasTrainingEnv
+    except ImportError:
+        return None
+    return KerasTrainingEnv(tasks=[task])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fit-epochs", type=int, default=30, help="epochs timed for (a), (b)")
+    parser.add_argument("--epochs", type=int, default=200, help="epochs timed for (c), (d)")
+    parser.add_argument("--resets", type=int, default=200)
+    parser.add_argument("--episodes", type=int, default=1000)
+    parser.add_argument("--episode-epochs", type=int, default=3)
+    args = parser.parse_args()
+    threads = runtime.configure()
+
+    from fitpilot.envs.runner import FastEpochRunner
+    from fitpilot.envs.suites import train_suite
+
+    task = next(t for t in train_suite() if t.name == "digits_mlp")
+    print(
+        f"task {task.name}: {len(task.data().train)} training rows, batch {task.batch_size}, "
+        f"{task.optimizer_name}; TensorFlow threads {threads}; "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+    )
+
+    fit_a = fit_per_epoch(task, args.fit_epochs)
+    fit_b = fit_long(task, args.fit_epochs)
+
+    hand = hand_written_epoch(task)
+    runner = FastEpochRunner(task)
+    runner.reset(0, task.learning_rate)
+    lr = task.learning_rate
+
+    def runner_step() -> None:
+        runner.learning_rate = lr
+        runner.run_epoch()
+
+    env = make_env(task)
+    keep = None
+    if env is not None:
+        keep = list(env.actions.factors).index(1.0)
+        env.reset(seed=0, options={"lr_factor": 1.0})
+
+    def env_step() -> None:
+        _, _, terminated, truncated, _ = env.step(keep)
+        if terminated or truncated:
+            env.reset(options={"lr_factor": 1.0})  # not timed separately: rare (1 per budget)
+
+    for e in range(5):  # warm-up: tracing
+        hand(e)
+        runner_step()
+        if env is not None:
+            env_step()
+    hand_times, runner_times, env_times = [], [], []
+    for e in range(args.epochs):
+        hand_times.append(timed(lambda e=e: hand(e)))
+        runner_times.append(timed(runner_step))
+        if env is not None:
+            env_times.append(timed(env_step))
+
+    reset_times = [timed(lambda i=i: runner.reset(i, lr)) for i in range(args.resets + 10)][10:]
+
+    step_times: list[list[float]] = []
+    rss_after_10 = float("nan")
+    for episode in range(args.episodes):
+        runner.reset(episode, lr)
+        times = []
+        for epoch in range(args.episode_epochs):
+            runner.learning_rate = lr * (0.5 if epoch % 2 else 1.0)
+            times.append(timed(runner.run_epoch))
+        step_times.append(times)
+        if episode + 1 == 10:
+            rss_after_10 = rss_mb()
+    rss_end = rss_mb()
+    first = [t for episode in step_times[:10] for t in episode]
+    last = [t for episode in step_times[-10:] for t in episode]
+    traces = runner.epoch_function.experimental_get_tracing_count()
+
+    c = median_ms(hand_times)
+    rows = [
+        ("(a) model.fit(epochs=1) per epoch", median_ms(fit_a)),
+        ("(b) one long model.fit", median_ms(fit_b)),
+        ("(c) hand-written whole-epoch tf.function", c),
+        ("(d) runner.run_epoch() + set lr", median_ms(runner_times)),
+    ]
+    if env_times:
+        rows.append(("(d) KerasTrainingEnv.step (keep)", median_ms(env_times)))
+    print(f"\n{'how one epoch is run (median)':<44} {'ms/epoch':>9} {'x (c)':>7}")
+    for name, ms in rows:
+        print(f"{name:<44} {ms:9.2f} {ms / c:7.2f}")
+    print(f"\nrunner.reset median: {median_ms(reset_times):.2f} ms ({args.resets} resets)")
+    print(
+        f"episodes of {args.episode_epochs} epochs: RSS {rss_after_10:.0f} MB after 10, "
+        f"{rss_end:.0f} MB after {args.episodes} (growth {rss_end - rss_after_10:+.1f} MB); "
+        f"step median (p10) {median_ms(first):.2f} ({p10_ms(first):.2f}) ms in the first 10 "
+        f"episodes, {median_ms(last):.2f} ({p10_ms(last):.2f}) ms in the last 10; "
+        f"epoch function traced {traces}x; load average {os.getloadavg()[0]:.1f}"
+    )
+    if env is not None:
+        env.close()
+
+
+if __name__ == "__main__":
+    main()
