@@ -7,25 +7,20 @@ import math
 import threading
 from functools import partial
 
+import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
-from fitpilot.runtime import configure
-
-configure()
-
-import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from fitpilot.envs.runner import (  # noqa: E402
+from fitpilot.envs.runner import (
     FastEpochRunner,
     FitEpochRunner,
     ModelResetter,
     RunnerError,
     make_runner,
 )
-from fitpilot.envs.suites import digits_data, mlp, recurrent, small_cnn  # noqa: E402
-from fitpilot.envs.tasks import Split, TaskData, TrainingTask  # noqa: E402
+from fitpilot.envs.suites import digits_data, mlp, recurrent, small_cnn
+from fitpilot.envs.tasks import Split, TaskData, TrainingTask
 
 CLF = dict(kind="classification", loss="sparse_categorical_crossentropy", metrics=("accuracy",))
 
