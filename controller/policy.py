@@ -2,7 +2,8 @@
 
 No torch here: a controller bundle stores the network as plain arrays and this
 module runs it. Shapes: one raw observation is ``(n_features,)``; the network
-input is ``(n_features * frame_stack,)``, frames oldest first.
+input is ``(n_features * frame_stack,)``, frames oldest first, normalised with
+statistics of that same shape.
 """
 
 from __future__ import annotations
@@ -76,11 +77,14 @@ class MLPPolicy:
 
 
 class ObservationPipeline:
-    """Raw featurizer output -> normalised -> stacked frames: the policy's input.
+    """Raw featurizer output -> the last ``frame_stack`` frames stacked -> normalised.
 
-    Mirrors ``VecFrameStack(VecNormalize(env), frame_stack)`` of training:
-    frames are normalised one by one, stacked oldest first, zeros before the
-    first epoch of a run.
+    Mirrors ``VecNormalize(VecFrameStack(env, frame_stack))`` of training: raw
+    frames are stacked oldest first, with zeros before the first epoch of a run,
+    and the stacked vector is normalised with statistics of shape
+    ``(n_features * frame_stack,)``. (Stacking first is what stable-baselines3's
+    off-policy algorithms support: its replay buffer stores the observations
+    before ``VecNormalize``, DLR-RM/stable-baselines3#693.)
     """
 
     def __init__(self, normalization: ObsNormalization, frame_stack: int = 1) -> None:
@@ -89,12 +93,12 @@ class ObservationPipeline:
         self.reset()
 
     def reset(self) -> None:
-        size = len(self.normalization.mean)
+        size = len(self.normalization.mean) // self.frame_stack
         self._frames: deque[np.ndarray] = deque(
             [np.zeros(size, np.float32)] * self.frame_stack, maxlen=self.frame_stack
         )
 
     def __call__(self, raw_obs: np.ndarray) -> np.ndarray:
         """Push one raw observation ``(n_features,)``; return the input ``(n_features * k,)``."""
-        self._frames.append(self.normalization(np.asarray(raw_obs, np.float32)))
-        return np.concatenate(self._frames)
+        self._frames.append(np.asarray(raw_obs, np.float32))
+        return self.normalization(np.concatenate(self._frames))

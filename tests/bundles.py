@@ -22,7 +22,7 @@ def random_bundle(seed: int = 0, frame_stack: int = 1, hidden: int = 16) -> Bund
         hidden=((rng.normal(0, 0.5, (inputs, hidden)).astype("f"), np.zeros(hidden, "f")),),
         head=(rng.normal(0, 0.5, (hidden, actions.n)).astype("f"), np.zeros(actions.n, "f")),
     )
-    normalization = ObsNormalization(np.zeros(size, "f"), np.ones(size, "f"))
+    normalization = ObsNormalization(np.zeros(inputs, "f"), np.ones(inputs, "f"))
     return Bundle(policy, FeaturizerConfig(), actions, normalization, frame_stack, {"algo": "random"})
 
 
