@@ -1,0 +1,371 @@
+"""A training recipe in one object: algorithm, tasks, budget, hyperparameters, env settings.
+
+A recipe is built in layers, later layers win: the algorithm's versioned
+hyperparameter file (``agents/hyperparams/<algo>.yaml``), the recipe of the
+run being resumed, a ``--config`` YAML file, command-line options, then
+``--hp key=value`` / ``--env key=value`` overrides. ``config.yaml`` in a run
+folder is :meth:`TrainConfig.to_dict` of the recipe actually used.
+
+This module does not import torch; :func:`check_hyperparameters` imports
+stable-baselines3 to compare keys with the algorithm's signature.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fitpilot.controller.actions import ACTIONS_VERSION, ActionScheme, action_scheme_from_dict
+from fitpilot.controller.features import FeaturizerConfig
+from fitpilot.errors import FitpilotError
+
+ALGORITHMS = ("ppo", "a2c", "dqn")
+# Keyword arguments of the algorithm classes that `fitpilot train` sets itself.
+RESERVED_HP = ("policy", "env", "tensorboard_log", "verbose", "seed", "device", "_init_setup_model")
+# Keys that define what a run learns: resuming with other values is refused.
+RUN_KEYS = ("algo", "suite", "tasks", "seed", "hp", "env")
+ACTIVATIONS = ("tanh", "relu")
+
+
+class TrainError(FitpilotError):
+    """A training recipe, run folder or checkpoint that cannot be used."""
+
+
+@dataclass
+class EnvSettings:
+    """Environment and observation settings of a training run (all written into the bundle).
+
+    Attributes:
+        epoch_cost: reward paid per epoch after the first (log-loss units).
+        divergence_penalty: reward (negated) when the loss becomes NaN or inf.
+        lr_factor_range: starting lr = task default x a log-uniform factor from this range.
+        min_lr, max_lr: absolute clamp of the learning rate.
+        actions: the action scheme without its version, e.g.
+            ``{"kind": "discrete", "factors": [0.333, 1, 3]}`` or
+            ``{"kind": "continuous", "max_log10_factor": 0.5}``.
+        featurizer: :class:`FeaturizerConfig` fields other than ``version``.
+        frame_stack: observations stacked, oldest first (1 = the current one only).
+        norm_reward: scale rewards by a running return std (VecNormalize).
+        clip_obs: normalised observations are clipped to ``[-clip_obs, clip_obs]``.
+    """
+
+    epoch_cost: float = 0.01
+    divergence_penalty: float = 1.0
+    lr_factor_range: tuple[float, float] = (0.01, 100.0)
+    min_lr: float = 1e-7
+    max_lr: float = 10.0
+    actions: dict[str, Any] = field(
+        default_factory=lambda: {"kind": "discrete", "factors": [1 / 3, 1.0, 3.0]}
+    )
+    featurizer: dict[str, Any] = field(default_factory=dict)
+    frame_stack: int = 2
+    norm_reward: bool = True
+    clip_obs: float = 10.0
+
+    def action_scheme(self) -> ActionScheme:
+        try:
+            return action_scheme_from_dict({"version": ACTIONS_VERSION, **self.actions})
+        except (KeyError, TypeError, ValueError) as exc:
+            raise TrainError(f"bad env.actions {self.actions}: {exc}") from exc
+
+    def featurizer_config(self) -> FeaturizerConfig:
+        return FeaturizerConfig.from_dict(
+            {"version": FeaturizerConfig().version, **self.featurizer}
+        )
+
+    def env_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of :class:`~fitpilot.envs.env.KerasTrainingEnv` (without tasks)."""
+        return {
+            "featurizer": self.featurizer_config(),
+            "actions": self.action_scheme(),
+            "lr_factor_range": tuple(self.lr_factor_range),
+            "epoch_cost": self.epoch_cost,
+            "divergence_penalty": self.divergence_penalty,
+            "min_lr": self.min_lr,
+            "max_lr": self.max_lr,
+        }
+
+    def check(self) -> None:
+        """Raise :class:`TrainError` unless every setting can be used."""
+        self.action_scheme()
+        self.featurizer_config()
+        if int(self.frame_stack) < 1:
+            raise TrainError(f"env.frame_stack must be >= 1, got {self.frame_stack}")
+        low, high = self.lr_factor_range
+        if not 0 < low <= high:
+            raise TrainError(
+                f"env.lr_factor_range must be [low, high] with 0 < low <= high, "
+                f"got {list(self.lr_factor_range)}"
+            )
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run. ``hp`` is the full, merged hyperparameter set."""
+
+    algo: str = "ppo"
+    suite: str | None = None
+    tasks: str | None = None
+    timesteps: int = 100_000
+    n_envs: int = 2
+    seed: int = 0
+    eval_every: int = 5000
+    eval_tasks: str = "holdout"
+    eval_factors: tuple[float, ...] = (0.1, 1.0, 10.0)
+    checkpoint_every: int = 10_000
+    hp: dict[str, Any] = field(default_factory=dict)
+    hyperparams_version: int = 0
+    env: EnvSettings = field(default_factory=EnvSettings)
+
+    @property
+    def task_spec(self) -> str:
+        """The suite name or import path the training environments load."""
+        return self.tasks or self.suite or "train"
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["eval_factors"] = list(self.eval_factors)
+        data["env"]["lr_factor_range"] = list(self.env.lr_factor_range)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
+        data = dict(data)
+        _refuse_unknown("config", data, [f.name for f in fields(cls)])
+        env = dict(data.pop("env", None) or {})
+        _refuse_unknown("env", env, [f.name for f in fields(EnvSettings)])
+        try:
+            if "lr_factor_range" in env:
+                low, high = env["lr_factor_range"]
+                env["lr_factor_range"] = (float(low), float(high))
+            if "eval_factors" in data:
+                data["eval_factors"] = tuple(float(v) for v in data["eval_factors"])
+            for name in _INT_FIELDS:
+                if name in data:
+                    data[name] = _as_int(name, data[name])
+            if "frame_stack" in env:
+                env["frame_stack"] = _as_int("env.frame_stack", env["frame_stack"])
+            return cls(**data, env=EnvSettings(**env))
+        except (TypeError, ValueError) as exc:
+            raise TrainError(f"bad training config: {exc}") from exc
+
+    def check(self) -> None:
+        """Raise :class:`TrainError` for values that cannot work (not the hp keys, see below)."""
+        if self.algo not in ALGORITHMS:
+            raise TrainError(f"unknown algorithm {self.algo!r}; use one of {', '.join(ALGORITHMS)}")
+        if self.suite and self.tasks:
+            raise TrainError("give --suite or --tasks, not both")
+        for name in ("timesteps", "n_envs", "checkpoint_every"):
+            if int(getattr(self, name)) < 1:
+                raise TrainError(
+                    f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}"
+                )
+        if self.eval_every < 0:
+            raise TrainError(f"eval-every must be >= 0 (0 disables), got {self.eval_every}")
+        self.env.check()
+        if self.algo == "dqn" and self.env.actions.get("kind") != "discrete":
+            raise TrainError(
+                "DQN needs discrete actions; use --algo ppo or a2c for continuous ones"
+            )
+
+
+def default_hyperparameters(algo: str) -> tuple[dict[str, Any], int]:
+    """The packaged hyperparameters of ``algo`` and the version of their file."""
+    if algo not in ALGORITHMS:
+        raise TrainError(f"unknown algorithm {algo!r}; use one of {', '.join(ALGORITHMS)}")
+    text = resources.files("fitpilot.agents").joinpath(f"hyperparams/{algo}.yaml").read_text()
+    data = yaml.safe_load(text)
+    return dict(data["hyperparams"]), int(data["version"])
+
+
+def parse_overrides(items: Iterable[str], option: str) -> dict[str, Any]:
+    """``["a=1", "b.c=[1, 2]"]`` -> ``{"a": 1, "b": {"c": [1, 2]}}`` (values: YAML)."""
+    result: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise TrainError(f"{option} takes key=value, got {item!r}")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise TrainError(f"{option} {item!r}: the value is not valid YAML ({exc})") from exc
+        target = result
+        *parents, leaf = key.split(".")
+        for parent in parents:
+            target = target.setdefault(parent, {})
+            if not isinstance(target, dict):
+                raise TrainError(f"{option} {item!r} conflicts with an earlier override")
+        target[leaf] = value
+    return result
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """A ``--config`` YAML file as a dict (keys are checked when the config is built)."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise TrainError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise TrainError(f"config file {path} is not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise TrainError(f"config file {path} must be a mapping of option: value")
+    return data
+
+
+def build_config(
+    *layers: Mapping[str, Any] | None,
+    hp: Mapping[str, Any] | None = None,
+    env: Mapping[str, Any] | None = None,
+) -> TrainConfig:
+    """Merge recipe layers (later wins, ``None`` values skipped) over the algorithm defaults.
+
+    Each layer is a dict with :class:`TrainConfig` keys (``hp`` and ``env`` merged
+    key by key, nested dicts too). ``hp``/``env`` are applied last.
+    """
+    merged: dict[str, Any] = {}
+    for layer in [*layers, {"hp": hp, "env": env}]:
+        layer = layer or {}
+        for key, other in (("suite", "tasks"), ("tasks", "suite")):
+            if layer.get(key) is not None and layer.get(other) is None:
+                merged.pop(other, None)  # a layer naming one of them replaces the other
+        for key, value in layer.items():
+            if value is None:
+                continue
+            if key in ("hp", "env") and not isinstance(value, Mapping):
+                raise TrainError(f"{key} must be a mapping of key: value, got {value!r}")
+            merged[key] = _deep_merge(merged.get(key, {}), value) if key in ("hp", "env") else value
+    algo = str(merged.get("algo", "ppo")).lower()
+    defaults, version = default_hyperparameters(algo)
+    merged["algo"] = algo
+    merged["hp"] = _deep_merge(defaults, merged.get("hp", {}))
+    merged["hyperparams_version"] = version
+    config = TrainConfig.from_dict(merged)
+    config.check()
+    return config
+
+
+def run_differences(config: TrainConfig, other: Mapping[str, Any]) -> list[str]:
+    """The dotted keys among :data:`RUN_KEYS` whose values differ from the recipe ``other``."""
+    return _diff(
+        {k: v for k, v in config.to_dict().items() if k in RUN_KEYS},
+        {k: v for k, v in other.items() if k in RUN_KEYS},
+    )
+
+
+def check_hyperparameters(config: TrainConfig) -> None:
+    """Refuse hp keys the algorithm (or its policy) does not take, naming the keys that exist."""
+    algorithm = algorithm_class(config.algo)
+    accepted = _parameters(algorithm.__init__, RESERVED_HP)
+    unknown = sorted(set(config.hp) - set(accepted))
+    if unknown:
+        raise TrainError(
+            f"{config.algo.upper()} takes no hyperparameter {', '.join(unknown)}; "
+            f"it takes {', '.join(accepted)}"
+        )
+    policy_kwargs = config.hp.get("policy_kwargs") or {}
+    if not isinstance(policy_kwargs, Mapping):
+        raise TrainError(f"hp policy_kwargs must be a mapping, got {policy_kwargs!r}")
+    policy = algorithm.policy_aliases["MlpPolicy"]
+    accepted = _parameters(policy.__init__, ("observation_space", "action_space", "lr_schedule"))
+    unknown = sorted(set(policy_kwargs) - set(accepted))
+    if unknown:
+        raise TrainError(
+            f"{policy.__name__} takes no policy_kwargs {', '.join(unknown)}; "
+            f"it takes {', '.join(accepted)}"
+        )
+    activation = policy_kwargs.get("activation_fn", "tanh")
+    if activation not in ACTIVATIONS:
+        raise TrainError(
+            f"policy_kwargs.activation_fn {activation!r} cannot be exported to a bundle; "
+            f"use one of {', '.join(ACTIVATIONS)}"
+        )
+
+
+def algorithm_kwargs(config: TrainConfig) -> dict[str, Any]:
+    """``config.hp`` as keyword arguments of the algorithm class (activation names -> torch)."""
+    import torch.nn as nn
+
+    kwargs = copy.deepcopy(config.hp)
+    policy_kwargs = kwargs.get("policy_kwargs") or {}
+    if "activation_fn" in policy_kwargs:
+        policy_kwargs["activation_fn"] = {"tanh": nn.Tanh, "relu": nn.ReLU}[
+            policy_kwargs["activation_fn"]
+        ]
+    if policy_kwargs:
+        kwargs["policy_kwargs"] = policy_kwargs
+    return kwargs
+
+
+def algorithm_class(algo: str) -> type:
+    """The stable-baselines3 class of ``algo`` (imports torch)."""
+    import stable_baselines3
+
+    return {
+        "ppo": stable_baselines3.PPO,
+        "a2c": stable_baselines3.A2C,
+        "dqn": stable_baselines3.DQN,
+    }[algo]
+
+
+_INT_FIELDS = (
+    "timesteps",
+    "n_envs",
+    "seed",
+    "eval_every",
+    "checkpoint_every",
+    "hyperparams_version",
+)
+
+
+def _as_int(name: str, value: Any) -> int:
+    """An integer from YAML (``1e5`` reads as a string, ``100000.0`` as a float)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not number.is_integer():
+        raise TrainError(f"{name} must be an integer, got {value!r}")
+    return int(number)
+
+
+def _parameters(function: Any, reserved: Iterable[str]) -> list[str]:
+    names = inspect.signature(function).parameters
+    return [n for n in names if n not in ("self", *reserved)]
+
+
+def _refuse_unknown(where: str, data: Mapping[str, Any], known: list[str]) -> None:
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise TrainError(
+            f"unknown {where} keys {', '.join(unknown)}; known keys: {', '.join(known)}"
+        )
+
+
+def _deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    result = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(result.get(key), Mapping):
+            result[key] = _deep_merge(result[key], value)
+        else:
+            result[key] = copy.deepcopy(value)
+    return result
+
+
+def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        keys = sorted(set(a) | set(b))
+        return [d for k in keys for d in _diff(a.get(k), b.get(k), f"{prefix}{k}.")]
+    if isinstance(a, tuple | list) and isinstance(b, tuple | list):
+        a, b = list(a), list(b)
+    return [] if a == b else [f"{prefix.rstrip('.')}: {b!r} -> {a!r}"]
