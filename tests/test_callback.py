@@ -182,15 +182,22 @@ def test_initial_epoch_counts_from_zero_with_the_fit_budget() -> None:
 
 
 def test_twice_in_a_row_starts_afresh() -> None:
-    net, controller = model(lr=0.01), LearnedController(constant_bundle(LOWER))
+    bundle = random_bundle(seed=14, frame_stack=3)
+    net, controller = model(lr=0.05), LearnedController(bundle)
     net.fit(*data(), validation_split=0.25, epochs=3, verbose=0, callbacks=[controller])
     first = list(controller.decisions)
-    history = net.fit(*data(), validation_split=0.25, epochs=2, verbose=0,
+    history = net.fit(*data(), validation_split=0.25, epochs=5, verbose=0,
                       callbacks=[controller])
-    assert len(first) == 3 and len(controller.decisions) == 2
+    run = len(history.epoch)
+    assert len(first) == 3 and len(controller.decisions) == run
     assert controller.decisions[0].lr_before == pytest.approx(first[-1].lr_after)
-    assert controller.featurizer.epochs == 2 and controller.featurizer.budget == 2
+    assert controller.featurizer.epochs == run and controller.featurizer.budget == 5
     assert controller.best == pytest.approx(min(history.history["val_loss"]))
+    # the second fit decides as a fresh run would (featurizer and frame stack reset)
+    expected = replay(bundle, history_logs(history, ("loss", "val_loss")),
+                      first[-1].lr_after, budget=5)
+    decided = run if controller.stopped_epoch else run - 1
+    assert [d.action for d in controller.decisions[:decided]] == [n for n, _ in expected[:decided]]
 
 
 # --- monitor, mode, best weights ------------------------------------------------------
@@ -387,3 +394,105 @@ print(sorted(m for m in ("torch", "stable_baselines3") if m in sys.modules))
                             cwd=ROOT, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+# --- parity with the training environment ---------------------------------------------
+
+
+def tiny_task():
+    from fitpilot.envs.tasks import Split, TaskData, TrainingTask
+
+    def load() -> TaskData:
+        x, y = data(rows=240, seed=1)
+        return TaskData(Split(x[:160], y[:160]), Split(x[160:200], y[160:200]),
+                        Split(x[200:], y[200:]))
+
+    def build() -> keras.Model:
+        return keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="relu"),
+                                 keras.layers.Dense(2, activation="softmax")])
+
+    return TrainingTask("tiny", "classification", build, load,
+                        "sparse_categorical_crossentropy", ("accuracy",), optimizer="sgd",
+                        learning_rate=0.05, batch_size=16, epochs=8)
+
+
+def env_episode(env, bundle: Bundle, seed: int, lr: float) -> tuple[list, list, list]:
+    """Drive one episode with the bundle's policy: (action names, lr after each, epoch logs)."""
+    pipeline = bundle.make_pipeline()
+    obs, info = env.reset(seed=seed, options={"learning_rate": lr})
+    names, lrs, logs = [], [], [info["logs"]]
+    done = False
+    while not done:
+        action = bundle.policy.act(pipeline(obs)[None])[0]
+        obs, _, terminated, truncated, info = env.step(action)
+        names.append(info["action"])
+        lrs.append(info["learning_rate"])
+        done = terminated or truncated
+        if not bundle.actions.decode(action).stop:
+            logs.append(info["logs"])
+    return names, lrs, logs
+
+
+def test_parity_with_the_env_same_logs_same_decisions() -> None:
+    """The env's epoch logs, replayed through the callback's hooks, give the env's decisions."""
+    from fitpilot.envs.env import KerasTrainingEnv
+
+    task, bundle = tiny_task(), random_bundle(seed=4)
+    env = KerasTrainingEnv(tasks=[task], featurizer=bundle.featurizer, actions=bundle.actions)
+    names, lrs, logs = env_episode(env, bundle, seed=11, lr=0.05)
+    env.close()
+
+    net, controller = task.compiled_model(0.05), LearnedController(bundle)
+    controller.set_model(net)
+    controller.set_params({"epochs": task.epochs, "verbose": 0, "steps": 10})
+    controller.on_train_begin()
+    for epoch, epoch_logs in enumerate(logs):
+        controller.on_epoch_begin(epoch)
+        controller.on_epoch_end(epoch, dict(epoch_logs))
+    controller.on_train_end()
+    assert len(set(names)) >= 2
+    assert [d.action for d in controller.decisions[: len(names)]] == names
+    np.testing.assert_allclose([d.lr_after for d in controller.decisions[: len(lrs)]], lrs,
+                               rtol=1e-6)
+
+
+def test_parity_with_the_env_in_a_real_fit() -> None:
+    """Same task, seed, initial weights and data order: fit + callback == an env episode.
+
+    The env's fast runner shuffles with its own stateless shuffle, which ``fit``
+    cannot reproduce, so both sides train unshuffled here: the env gets an
+    unshuffled runner (through its runner cache, the one private hook used), and
+    ``fit`` starts from the weights the runner drew for the episode.
+    """
+    from fitpilot.envs.env import KerasTrainingEnv
+    from fitpilot.envs.runner import FastEpochRunner
+
+    task = tiny_task()
+    runner = FastEpochRunner(task, shuffle=False)
+    seeds: list[int] = []
+    reset = runner.reset
+    runner.reset = lambda seed, learning_rate: (seeds.append(seed), reset(seed, learning_rate))[1]
+    env = KerasTrainingEnv(tasks=[task])
+    env._runners[task.name] = runner
+    data_ = task.data()
+    seen, lrs_seen = set(), []
+    # (bundle seed, frame stack, starting lr): up to the max_lr clamp, down to the min_lr
+    # clamp, a mix with stacked frames, raise then stop
+    for bundle_seed, frame_stack, lr in [(0, 1, 3.0), (4, 1, 1e-6), (4, 2, 0.05), (3, 1, 1.0)]:
+        bundle = random_bundle(bundle_seed, frame_stack)
+        assert bundle.featurizer == env.featurizer.config and bundle.actions == env.actions
+        names, lrs, _ = env_episode(env, bundle, seed=7, lr=lr)
+
+        reset(seeds[-1], lr)  # the episode's initial weights again, fresh optimizer
+        controller = LearnedController(bundle)
+        runner.model.fit(data_.train.x, data_.train.y, batch_size=task.batch_size,
+                         validation_data=(data_.validation.x, data_.validation.y),
+                         epochs=task.epochs, shuffle=False, verbose=0, callbacks=[controller])
+        assert [d.action for d in controller.decisions[: len(names)]] == names
+        np.testing.assert_allclose([d.lr_after for d in controller.decisions[: len(lrs)]], lrs,
+                                   rtol=1e-6)
+        seen.update(names)
+        lrs_seen.extend(lrs)
+    env.close()
+    assert {"lower", "keep", "raise", "stop"} <= seen
+    assert min(lrs_seen) == pytest.approx(1e-7) and max(lrs_seen) == pytest.approx(10.0)
