@@ -578,7 +578,9 @@ class FitEpochRunner:
         self.test_data = test_data
         self.resetter = ModelResetter(model)
         self._snapshot = WeightSnapshot(model)
-        kwargs = {"verbose": 0, **fit_kwargs, "epochs": _FIT_EPOCHS}
+        # shuffle does nothing for a dataset; False keeps fit from warning about it
+        defaults = {"verbose": 0, "shuffle": not isinstance(fit_kwargs.get("x"), tf.data.Dataset)}
+        kwargs = {**defaults, **fit_kwargs, "epochs": _FIT_EPOCHS}
         kwargs.pop("initial_epoch", None)
         self._worker = _FitWorker(model, kwargs)
         self._finalizer = weakref.finalize(self, self._worker.stop)

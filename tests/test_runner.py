@@ -199,6 +199,33 @@ def test_reset_redraws_like_the_initializers() -> None:
     assert runner.resetter.fallback_variables == []
 
 
+def test_reset_knows_the_initializers_of_keras_layers() -> None:
+    tokens = keras.Input((6,), dtype="int32")
+    x = keras.layers.Embedding(20, 8)(tokens)
+    x = keras.layers.SeparableConv1D(8, 3, padding="same")(x)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.LayerNormalization()(x)
+    x = keras.layers.Bidirectional(keras.layers.GRU(4, return_sequences=True))(x)
+    x = keras.layers.MultiHeadAttention(2, 4)(x, x)
+    x = keras.layers.PReLU()(keras.layers.Conv1DTranspose(4, 2)(x))
+    x = keras.layers.Dropout(0.2)(keras.layers.GlobalAveragePooling1D()(x))
+    model = keras.Model(tokens, keras.layers.Dense(3)(x))
+    model.compile(optimizer="adam", loss="mse")
+    resetter = ModelResetter(model)
+    assert resetter.fallback_variables == []
+    values = {}
+    for seed in (1, 1, 2):
+        resetter.reset(seed, 1e-3)
+        values.setdefault(seed, []).append([v.numpy() for v in model.variables])
+    (first, again), (other,) = values[1], values[2]
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+    redrawn = [not np.array_equal(a, c) for a, c in zip(first, other, strict=True)]
+    random = [
+        v.name != "bias" and np.std(a) > 0 for v, a in zip(model.variables, first, strict=True)
+    ]
+    assert sum(random) >= 15 and all(r for r, rnd in zip(redrawn, random, strict=True) if rnd)
+
+
 class _Scale(keras.layers.Layer):
     """A custom layer whose weight has no ``*_initializer`` attribute."""
 
@@ -293,13 +320,27 @@ def test_generic_runner_equals_the_fast_runner_on_arrays() -> None:
     assert not _fit_threads()
 
 
+def test_generic_runner_seeded_resets_reproduce() -> None:
+    runner = make_runner(MLP_SGD, fast=False)  # fit shuffles the arrays
+
+    def episode(seed: int) -> list[dict]:
+        runner.reset(seed, 0.05)
+        return [runner.run_epoch() for _ in range(2)]
+
+    first = episode(3)
+    tf.random.uniform([2])  # unrelated random ops in between do not matter
+    assert episode(3) == first
+    assert episode(4) != first
+    runner.close()
+
+
 def test_generic_runner_with_tf_data_and_validation_split() -> None:
     data = MLP_SGD.data()
     train = tf.data.Dataset.from_tensor_slices((data.train.x, data.train.y)).batch(32)
     val = tf.data.Dataset.from_tensor_slices((data.validation.x, data.validation.y)).batch(32)
     keys = {"loss", "accuracy", "val_loss", "val_accuracy"}
     for fit_kwargs in (
-        dict(x=train, validation_data=val, shuffle=False),
+        dict(x=train, validation_data=val),
         dict(x=data.train.x, y=data.train.y, batch_size=32, validation_split=0.25),
     ):
         runner = FitEpochRunner(MLP_SGD.compiled_model(), fit_kwargs)
