@@ -134,7 +134,9 @@ class ModelResetter:
 
     The optimizer's variables (iterations, momentums, velocities...) go back to the
     values they had right after ``optimizer.build`` (zeros for the built-in
-    optimizers), the learning rate is set and the metrics are reset. All of it runs
+    optimizers; with ``use_ema=True`` the moving averages restart from the weights
+    at construction, not the re-drawn ones), the learning rate is set and the
+    metrics are reset. All of it runs
     as one compiled function, traced once: nothing is rebuilt or retraced.
     """
 
@@ -144,7 +146,7 @@ class ModelResetter:
 
         self.model = model
         optimizer = model.optimizer
-        _check_settable_learning_rate(optimizer, "ModelResetter")
+        _check_settable_learning_rate(optimizer, f"model {model.name!r}")
         if not model.built:
             raise RunnerError(
                 "the model is not built; call model.build(input_shape) or run it on one "
@@ -347,9 +349,9 @@ class FastEpochRunner:
 
         def batch(start: tf.Tensor | int, length: int) -> tuple[tf.Tensor, tf.Tensor]:
             if order is None:
-                return (
-                    tf.slice(x, [start] + [0] * (x.shape.rank - 1), [length] + x.shape[1:]),
-                    tf.slice(y, [start] + [0] * (y.shape.rank - 1), [length] + y.shape[1:]),
+                return tuple(
+                    tf.slice(t, [start] + [0] * (t.shape.rank - 1), [length, *t.shape[1:]])
+                    for t in (x, y)
                 )
             index = tf.slice(order, [start], [length])
             return tf.gather(x, index), tf.gather(y, index)
