@@ -1,0 +1,87 @@
+"""The vectorised training environment: workers, episode monitor, normalisation, frame stack.
+
+The wrapper stack is ``VecNormalize(VecFrameStack(VecMonitor(workers), k))``:
+the last ``k`` raw frames are stacked oldest first, with zeros before the
+first epoch of a run, then the stacked vector is normalised, exactly as
+:class:`~fitpilot.controller.policy.ObservationPipeline` does at deployment.
+(Normalising before stacking breaks SB3's off-policy replay buffer, which
+stores the observations ``VecNormalize`` received: DLR-RM/stable-baselines3#693.)
+
+With more than one environment each runs in its own process
+(``SubprocVecEnv``, forkserver start): TensorFlow is imported and the Keras
+models are built inside the child by :func:`make_env`, which sizes the
+child's TensorFlow (and torch) thread pools to one thread first.
+"""
+
+from __future__ import annotations
+
+import functools
+import multiprocessing
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from fitpilot.agents.config import TrainConfig, TrainError
+
+if TYPE_CHECKING:
+    import gymnasium
+    from stable_baselines3.common.vec_env import VecEnv, VecNormalize
+
+WORKER_THREADS = 1
+
+
+def make_env(task_spec: str, config: TrainConfig) -> gymnasium.Env:
+    """One :class:`KerasTrainingEnv`; TensorFlow is configured and imported here, in the caller."""
+    from fitpilot.runtime import configure
+
+    configure(WORKER_THREADS)
+    from fitpilot.envs.env import KerasTrainingEnv
+
+    return KerasTrainingEnv(tasks=task_spec, **config.env.env_kwargs())
+
+
+def make_workers(config: TrainConfig, n_envs: int | None = None) -> VecEnv:
+    """``n_envs`` monitored environments: in this process if 1, else one subprocess each."""
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecMonitor
+
+    n_envs = n_envs or config.n_envs
+    factory = functools.partial(make_env, config.task_spec, config)
+    if n_envs == 1:
+        workers: VecEnv = DummyVecEnv([factory])
+    else:
+        methods = multiprocessing.get_all_start_methods()
+        method = "forkserver" if "forkserver" in methods else "spawn"
+        workers = SubprocVecEnv([factory] * n_envs, start_method=method)
+    return VecMonitor(workers)
+
+
+def wrap(workers: VecEnv, config: TrainConfig, statistics: Path | None = None) -> VecNormalize:
+    """Stack frames, then normalise (fresh statistics, or those saved at ``statistics``)."""
+    from stable_baselines3.common.vec_env import VecFrameStack, VecNormalize
+
+    stacked = workers
+    if config.env.frame_stack > 1:
+        stacked = VecFrameStack(workers, config.env.frame_stack)
+    if statistics is not None:
+        return load_normalization(statistics, stacked)
+    return VecNormalize(
+        stacked,
+        norm_obs=True,
+        norm_reward=config.env.norm_reward,
+        clip_obs=config.env.clip_obs,
+        gamma=float(config.hp.get("gamma", 0.99)),
+    )
+
+
+def load_normalization(path: Path, workers: VecEnv) -> VecNormalize:
+    """Saved ``VecNormalize`` statistics around ``workers``, set to keep updating."""
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    try:
+        normalized = VecNormalize.load(str(path), workers)
+    except Exception as exc:  # a pickle can fail in many ways; all mean "unreadable"
+        raise TrainError(
+            f"cannot read normalisation statistics {path} ({type(exc).__name__}: {exc}); "
+            f"delete that checkpoint to resume from an earlier one"
+        ) from exc
+    normalized.training = True
+    return normalized
