@@ -1,0 +1,370 @@
+"""Train a controller agent with stable-baselines3 and export it as a bundle.
+
+A run lives in one folder::
+
+    config.yaml          the recipe used (TrainConfig.to_dict)
+    controller.zip       the exported bundle (what LearnedController loads)
+    model.zip            the SB3 model, for further training
+    vecnormalize.pkl     its VecNormalize statistics
+    checkpoints/         rl_model_<steps>_steps.zip + rl_model_vecnormalize_<steps>_steps.pkl
+                         (+ the latest replay buffer for DQN)
+    tb/run_1/            TensorBoard: SB3's figures, episode/ and eval/
+    summary.json         timesteps, wall time, env steps per second, evaluations
+
+``--resume`` continues from the latest checkpoint with the same step count.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fitpilot.agents.config import TrainConfig, TrainError, run_differences
+
+CHECKPOINT_PREFIX = "rl_model"
+_CHECKPOINT = re.compile(rf"{CHECKPOINT_PREFIX}_(\d+)_steps\.zip$")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A saved model with its normalisation statistics (and replay buffer, if saved)."""
+
+    steps: int
+    model: Path
+    normalization: Path
+    replay_buffer: Path | None
+
+
+class RunFolder:
+    """The files of one training run (see the module docstring)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.config = self.path / "config.yaml"
+        self.bundle = self.path / "controller.zip"
+        self.model = self.path / "model.zip"
+        self.normalization = self.path / "vecnormalize.pkl"
+        self.checkpoints = self.path / "checkpoints"
+        self.tensorboard = self.path / "tb"
+        self.summary = self.path / "summary.json"
+
+    def stored_config(self) -> dict[str, Any] | None:
+        """The recipe of the run in this folder, or None if it holds none."""
+        if not self.config.is_file():
+            return None
+        try:
+            data = yaml.safe_load(self.config.read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise TrainError(f"cannot read {self.config} ({exc}); fix it or use --force") from exc
+        if not isinstance(data, dict):
+            raise TrainError(f"{self.config} is not a training config; fix it or use --force")
+        return data
+
+    def write_config(self, config: TrainConfig) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.config.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+    def latest_checkpoint(self) -> Checkpoint | None:
+        """The checkpoint with the most steps whose model and statistics were both written."""
+        found = []
+        for model in self.checkpoints.glob(f"{CHECKPOINT_PREFIX}_*_steps.zip"):
+            match = _CHECKPOINT.search(model.name)
+            if match:
+                steps = int(match.group(1))
+                normalization = self.checkpoint_file("vecnormalize_", steps, "pkl")
+                if normalization.is_file():
+                    found.append((steps, model, normalization))
+        if not found:
+            return None
+        steps, model, normalization = max(found)
+        buffer = self.checkpoint_file("replay_buffer_", steps, "pkl")
+        return Checkpoint(steps, model, normalization, buffer if buffer.is_file() else None)
+
+    def checkpoint_file(self, kind: str, steps: int, extension: str) -> Path:
+        """The path SB3's CheckpointCallback uses for ``kind`` ("", "vecnormalize_", ...)."""
+        return self.checkpoints / f"{CHECKPOINT_PREFIX}_{kind}{steps}_steps.{extension}"
+
+    def read_summary(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.summary.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def clear(self) -> None:
+        """Delete what a run writes here (only those files and folders)."""
+        for path in (self.checkpoints, self.tensorboard):
+            shutil.rmtree(path, ignore_errors=True)
+        for path in (self.config, self.bundle, self.model, self.normalization, self.summary):
+            path.unlink(missing_ok=True)
+
+
+def check_folder(folder: RunFolder, config: TrainConfig, resume: bool, force: bool) -> None:
+    """Refuse to overwrite a run, or to resume one with a different recipe."""
+    stored = folder.stored_config()
+    if force and resume:
+        raise TrainError("give --resume or --force, not both")
+    if resume:
+        if stored is None:
+            raise TrainError(f"nothing to resume: {folder.path} holds no training run")
+        differences = run_differences(config, stored)
+        if differences:
+            raise TrainError(
+                f"cannot resume {folder.path}: its run was made with other settings "
+                f"({'; '.join(differences)}); drop those options, or use --force to start over"
+            )
+        if folder.latest_checkpoint() is None:
+            raise TrainError(
+                f"nothing to resume: {folder.checkpoints} holds no complete checkpoint"
+            )
+    elif stored is not None and not force:
+        differences = run_differences(config, stored)
+        what = f"a different run ({'; '.join(differences)})" if differences else "this run already"
+        raise TrainError(
+            f"{folder.path} holds {what}; use --resume to continue it, --force to start over, "
+            f"or another --out"
+        )
+
+
+def train(
+    config: TrainConfig,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    force: bool = False,
+    progress: bool = False,
+    echo: Callable[[str], None] = lambda message: None,
+) -> dict[str, Any]:
+    """Train (or continue training) an agent in ``out``; return the summary written there."""
+    from fitpilot.agents.config import check_hyperparameters
+    from fitpilot.envs.tasks import load_tasks
+    from fitpilot.runtime import configure
+
+    config.check()
+    folder = RunFolder(out)
+    check_folder(folder, config, resume, force)
+    tasks = load_tasks(config.task_spec)
+    if config.eval_every:
+        load_tasks(config.eval_tasks)
+    configure(1)  # before SB3's import pulls TensorFlow in; children size their own
+    import torch
+
+    torch.set_num_threads(1)
+    check_hyperparameters(config)
+    checkpoint = folder.latest_checkpoint() if resume else None
+    if force:
+        folder.clear()
+    folder.write_config(config)
+    session = _Session(config, folder, checkpoint)
+    try:
+        session.start()
+        echo(
+            f"{'resuming' if checkpoint else 'training'} {config.algo.upper()} on "
+            f"{config.task_spec} ({len(tasks)} tasks) from step {session.model.num_timesteps} "
+            f"to {config.timesteps}, {config.n_envs} env(s) -> {folder.path}"
+        )
+        return session.run(progress, echo)
+    finally:
+        session.close()
+
+
+class _Session:
+    """One call of :func:`train`: the environments, the model, the callbacks."""
+
+    def __init__(self, config: TrainConfig, folder: RunFolder, checkpoint: Checkpoint | None):
+        from fitpilot.agents.evaluate import Evaluator
+
+        self.config, self.folder, self.checkpoint = config, folder, checkpoint
+        self.evaluator = Evaluator(config)
+        self.venv: Any = None
+        self.model: Any = None
+
+    def start(self) -> None:
+        """Start the environments and build (or load) the model."""
+        from fitpilot.agents.vecenv import make_workers
+
+        self.venv = self._wrapped(make_workers(self.config))
+        self.model = self._model()
+        if self.model.num_timesteps >= self.config.timesteps:
+            raise TrainError(
+                f"{self.folder.path} already has {self.model.num_timesteps} steps (>= --timesteps "
+                f"{self.config.timesteps}); raise --timesteps to train further"
+            )
+
+    def _wrapped(self, workers: Any) -> Any:
+        from fitpilot.agents.vecenv import wrap
+
+        try:
+            return wrap(
+                workers, self.config, self.checkpoint.normalization if self.checkpoint else None
+            )
+        except BaseException:
+            workers.close()
+            raise
+
+    def _model(self) -> Any:
+        from fitpilot.agents.config import algorithm_class, algorithm_kwargs
+
+        algorithm = algorithm_class(self.config.algo)
+        common = dict(tensorboard_log=str(self.folder.tensorboard), device="cpu", verbose=0)
+        if self.checkpoint is None:
+            try:
+                return algorithm(
+                    "MlpPolicy",
+                    self.venv,
+                    seed=self.config.seed,
+                    **common,
+                    **algorithm_kwargs(self.config),
+                )
+            except (TypeError, ValueError, AssertionError) as exc:
+                raise TrainError(
+                    f"bad {self.config.algo.upper()} hyperparameters: {_first_line(exc)}"
+                ) from exc
+        path = self.checkpoint.model
+        try:
+            model = algorithm.load(str(path), env=self.venv, **common)
+            if self.checkpoint.replay_buffer is not None:
+                model.load_replay_buffer(str(self.checkpoint.replay_buffer))
+        except Exception as exc:  # zip, pickle and torch errors all mean "unreadable"
+            raise TrainError(
+                f"cannot read checkpoint {path} ({type(exc).__name__}: {_first_line(exc)}); "
+                f"delete it to resume from an earlier one"
+            ) from exc
+        model.set_random_seed(self.config.seed + model.num_timesteps)
+        return model
+
+    def run(self, progress: bool, echo: Callable[[str], None]) -> dict[str, Any]:
+        from fitpilot.agents.callbacks import (
+            EpisodeStatsCallback,
+            HoldoutEvalCallback,
+            PruningCheckpointCallback,
+            RolloutTimerCallback,
+        )
+
+        config, model = self.config, self.model
+        start_steps = model.num_timesteps
+        remaining = config.timesteps - start_steps
+        timer = RolloutTimerCallback()
+        evaluation = HoldoutEvalCallback(self.evaluator, self.export, config.eval_every)
+        callbacks = [
+            PruningCheckpointCallback(
+                max(config.checkpoint_every // config.n_envs, 1),
+                str(self.folder.checkpoints),
+                CHECKPOINT_PREFIX,
+                save_replay_buffer=config.algo == "dqn",
+                save_vecnormalize=True,
+            ),
+            EpisodeStatsCallback(),
+            evaluation,
+            timer,
+        ]
+        started = time.perf_counter()
+        model.learn(
+            remaining,
+            callback=callbacks,
+            progress_bar=progress,
+            tb_log_name="run",
+            reset_num_timesteps=self.checkpoint is None,
+        )
+        wall = time.perf_counter() - started
+        self.save()
+        bundle = self.export()
+        digest = bundle.content_hash
+        from fitpilot.controller.bundle import save_bundle
+
+        save_bundle(bundle, self.folder.bundle)
+        if config.eval_every and (
+            not evaluation.history or evaluation.history[-1]["timesteps"] != model.num_timesteps
+        ):
+            evaluation.evaluate()
+            model.logger.dump(model.num_timesteps)
+        steps = model.num_timesteps - start_steps
+        previous = self.folder.read_summary().get("evaluations", []) if self.checkpoint else []
+        evaluations = [e for e in previous if e["timesteps"] <= start_steps] + evaluation.history
+        summary = {
+            "algo": config.algo,
+            "timesteps": int(model.num_timesteps),
+            "session_timesteps": int(steps),
+            "wall_seconds": round(wall, 2),
+            "env_steps_per_second": round(steps / wall, 1) if wall > 0 else math.nan,
+            "rollout_seconds": round(timer.rollout_seconds - evaluation.seconds, 2),
+            "learn_seconds": round(timer.learn_seconds, 2),
+            "eval_seconds": round(evaluation.seconds, 2),
+            "n_envs": config.n_envs,
+            "bundle": self.folder.bundle.name,
+            "bundle_hash": digest,
+            "last_evaluation": evaluations[-1] if evaluations else None,
+            "last_evaluation_episodes": evaluation.last_rows,
+            "evaluations": evaluations,
+        }
+        self.folder.summary.write_text(json.dumps(_finite(summary), indent=2))
+        echo(
+            f"{steps} steps in {wall:.1f} s ({summary['env_steps_per_second']} env steps/s); "
+            f"bundle {self.folder.bundle} ({digest})"
+        )
+        return summary
+
+    def export(self) -> Any:
+        from fitpilot.agents.export import export_bundle
+
+        model, config = self.model, self.config
+        metadata = {
+            "algo": config.algo,
+            "timesteps": int(model.num_timesteps),
+            "tasks": config.task_spec,
+            "seed": config.seed,
+            "epoch_cost": config.env.epoch_cost,
+            "lr_factor_range": list(config.env.lr_factor_range),
+        }
+        return export_bundle(model, config.env, metadata)
+
+    def save(self) -> None:
+        """The final model and statistics, in the run folder and as the latest checkpoint."""
+        from fitpilot.agents.callbacks import prune_replay_buffers
+
+        model, folder = self.model, self.folder
+        steps = model.num_timesteps
+        normalization = model.get_vec_normalize_env()
+        folder.checkpoints.mkdir(parents=True, exist_ok=True)
+        for model_path, stats_path in (
+            (folder.model, folder.normalization),
+            (
+                folder.checkpoint_file("", steps, "zip"),
+                folder.checkpoint_file("vecnormalize_", steps, "pkl"),
+            ),
+        ):
+            normalization.save(str(stats_path))
+            model.save(str(model_path))
+        if self.config.algo == "dqn":
+            buffer = folder.checkpoint_file("replay_buffer_", steps, "pkl")
+            model.save_replay_buffer(str(buffer))
+            prune_replay_buffers(buffer)
+
+    def close(self) -> None:
+        self.evaluator.close()
+        if self.venv is not None:
+            self.venv.close()
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:300] if lines else type(exc).__name__
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with NaN and inf floats replaced by None (strict JSON)."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
