@@ -55,6 +55,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="fits per side")
     parser.add_argument("--epochs", type=int, default=None, help="default: the task's 40")
     parser.add_argument("--threads", type=int, default=1, help="TensorFlow threads")
+    parser.add_argument("--bundle-seed", type=int, default=3, help="seed of the random policy")
     args = parser.parse_args()
     runtime.configure(args.threads)
 
@@ -85,7 +86,7 @@ def main() -> None:
     model = task.compiled_model()
     model.fit(data.train.x[:64], data.train.y[:64], epochs=1, verbose=0)  # trace once
     resetter = ModelResetter(model)
-    controller = TimedController(keep_or_lower_bundle())
+    controller = TimedController(keep_or_lower_bundle(args.bundle_seed))
 
     def fit(with_controller: bool) -> float:
         resetter.reset(seed=0, learning_rate=task.learning_rate)

@@ -86,8 +86,8 @@ class LearnedController(keras.callbacks.Callback):
         mode: ``"min"``, ``"max"`` or ``"auto"`` (as Keras: the metric's own direction,
             ``max`` for accuracy- and AUC-like keys, ``min`` for losses).
         restore_best_weights: put back the weights of the best epoch (by ``monitor``)
-            when training ends. (The best weights are kept in memory either way, as numpy
-            copies taken only on an improvement, to recover from a NaN.)
+            when training ends. (The best weights are kept in host memory either way,
+            copied only on an improvement, to recover from a NaN.)
         verbose: 0 silent, 1 one line per decision and one on restore.
         min_lr, max_lr: absolute clamp of the learning rates the controller sets. The
             defaults are the training environment's, so the policy stays in the range
@@ -149,7 +149,7 @@ class LearnedController(keras.callbacks.Callback):
         self.decisions: list[DecisionRecord] = []
         self.best: float | None = None
         self.best_epoch = 0  # 1-based, 0 before any finite monitored value
-        self.best_weights: list[np.ndarray] | None = None
+        self.best_weights: list[Any] | None = None  # host copies, in model.weights order
         self.stopped_epoch = 0  # 1-based epoch after which the controller stopped; 0 if not
 
     # -- construction ------------------------------------------------------------------
@@ -221,8 +221,8 @@ class LearnedController(keras.callbacks.Callback):
             return
         if value is not None and (self.best is None or self._better(value, self.best)):
             self.best, self.best_epoch = value, epoch + 1
-            # Kept even without restore_best_weights, for a NaN; ~0.2 ms for 9k weights.
-            self.best_weights = [v.numpy() for v in self._weights]
+            # Kept even without restore_best_weights, for a NaN.
+            self.best_weights = _copy_values(self._weights)
 
         if epoch + 1 >= self.params.get("epochs", math.inf):  # the budget's last epoch
             self._record(epoch, logs, value, lr, "end", lr, NO_DECISION, stopped=False)
@@ -401,6 +401,21 @@ def _flat_metrics(model: keras.Model) -> list[Any]:
         inner = getattr(metric, "metrics", None)
         flat.extend(inner if isinstance(inner, list) else [metric])
     return flat
+
+
+def _copy_values(variables: list[Any]) -> list[Any]:
+    """Host copies of ``variables``' values, for a later ``variable.assign(copy)``.
+
+    With TensorFlow, one ``identity_n`` op on the CPU (~0.1 ms for the reference MLP's
+    6 variables, against ~0.4 ms for ``model.get_weights()``); the copies are tensors
+    that later in-place updates of the variables do not touch (copy-on-write).
+    """
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        with tf.device("/CPU:0"):
+            return list(tf.identity_n([v.value for v in variables]))
+    return [keras.ops.convert_to_numpy(v) for v in variables]
 
 
 def _print(message: str) -> None:
