@@ -164,6 +164,12 @@ def main() -> None:
     parser.add_argument("--resets", type=int, default=200)
     parser.add_argument("--episodes", type=int, default=1000)
     parser.add_argument("--episode-epochs", type=int, default=3)
+    parser.add_argument(
+        "--env",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also time KerasTrainingEnv.step (when fitpilot.envs.env exists)",
+    )
     args = parser.parse_args()
     threads = runtime.configure()
 
@@ -189,7 +195,7 @@ def main() -> None:
         runner.learning_rate = lr
         runner.run_epoch()
 
-    env = make_env(task)
+    env = make_env(task) if args.env else None
     keep = None
     if env is not None:
         keep = list(env.actions.factors).index(1.0)

@@ -499,7 +499,8 @@ class _FitWorker:
         if self.thread is None:
             return
         self.inbox.put("stop")  # read by the bridge now if paused, else at the epoch end
-        self.thread.join(timeout)
+        if threading.current_thread() is not self.thread:  # a finalizer may run anywhere
+            self.thread.join(timeout)
         self.thread = None
 
 
