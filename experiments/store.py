@@ -1,0 +1,193 @@
+"""The results store: one JSON-lines file, a settings header then one line per finished run.
+
+``DIR/runs.jsonl``: line 1 is ``{"type": "header", "settings": {...}}`` (written
+atomically), every further line one run record, appended as soon as the run
+finishes (flushed and fsync'd), so killing a benchmark loses no finished run.
+A line cut short by a kill is skipped with one warning, and its run redone.
+Non-finite numbers are written as ``null``: the file is strict JSON.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from fitpilot.experiments.settings import BenchmarkError, RunKey, Settings
+
+STORE_FILE = "runs.jsonl"
+RUN_FIELDS = ("task", "seed", "lr_factor", "strategy", "test_loss", "epochs", "budget")
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` as plain JSON types: numpy and dataclasses converted, NaN and inf as ``None``."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | np.ndarray):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
+
+
+def store_path(directory: str | Path) -> Path:
+    return Path(directory) / STORE_FILE
+
+
+@dataclass
+class StoreContents:
+    """A store as read: its settings, its readable runs, the line numbers it skipped."""
+
+    path: Path
+    settings: Settings
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[int] = field(default_factory=list)
+
+    def keys(self) -> set[RunKey]:
+        return {RunKey.of(run) for run in self.runs}
+
+    def warning(self) -> str | None:
+        """One line about skipped (unreadable) lines, or ``None``."""
+        if not self.skipped:
+            return None
+        lines = ", ".join(map(str, self.skipped[:5])) + (" ..." if len(self.skipped) > 5 else "")
+        return (
+            f"warning: skipped {len(self.skipped)} unreadable line(s) of {self.path} "
+            f"(line {lines}; cut short by a kill?); their runs count as not done"
+        )
+
+
+def read_store(directory: str | Path) -> StoreContents:
+    """Read ``DIR/runs.jsonl``; :class:`BenchmarkError` if it is missing or has no header."""
+    path = store_path(directory)
+    if not path.is_file():
+        raise BenchmarkError(
+            f"no benchmark results in {directory} (expected {path}); "
+            f"run `fitpilot benchmark --out {directory}` first"
+        )
+    with path.open("r", encoding="utf-8", errors="replace") as file:
+        lines = file.read().split("\n")
+    try:
+        header = json.loads(lines[0])
+        settings = Settings.from_dict(header["settings"])
+        if header.get("type") != "header":
+            raise ValueError("first line is not a header")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BenchmarkError(
+            f"{path} is not a fitpilot benchmark store (bad header: {exc}); "
+            f"use a new --out DIR, or --force to start over"
+        ) from exc
+    contents = StoreContents(path, settings)
+    seen: set[RunKey] = set()
+    for number, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            if record.get("type") != "run" or any(name not in record for name in RUN_FIELDS):
+                raise ValueError("not a run record")
+            key = RunKey.of(record)
+        except (ValueError, TypeError, AttributeError):
+            contents.skipped.append(number)
+            continue
+        if key not in seen:  # a run is never written twice; keep the first if it were
+            seen.add(key)
+            contents.runs.append(record)
+    return contents
+
+
+class ResultsStore:
+    """An open store to append runs to; see :meth:`open`."""
+
+    def __init__(self, path: Path, finished: set[RunKey], warning: str | None) -> None:
+        self.path = path
+        self.finished = finished
+        self.warning = warning
+        self._file: IO[str] | None = path.open("a", encoding="utf-8")
+
+    @classmethod
+    def open(
+        cls, directory: str | Path, settings: Settings, resume: bool = False, force: bool = False
+    ) -> ResultsStore:
+        """Create the store in ``directory``, or reopen it to resume.
+
+        A store of other settings (controller, tasks, strategies, grid, lr
+        factors, seeds, fitpilot version) is refused; so is an existing store
+        without ``resume``. ``force`` deletes an existing store first.
+        """
+        directory = Path(directory)
+        path = store_path(directory)
+        if path.exists() and force:
+            path.unlink()
+        if not path.exists():
+            directory.mkdir(parents=True, exist_ok=True)
+            _write_atomically(path, json.dumps({"type": "header", "settings": settings.to_dict()}))
+            return cls(path, set(), None)
+        contents = read_store(directory)
+        differences = settings.differences(contents.settings)
+        if differences:
+            who = (
+                "another controller"
+                if contents.settings.controller != settings.controller
+                else "other settings"
+            )
+            raise BenchmarkError(
+                f"{path} was written by {who} ({'; '.join(differences)}); "
+                f"use a new --out DIR, or --force to start over"
+            )
+        if contents.runs and not resume:
+            raise BenchmarkError(
+                f"{directory} already holds a benchmark ({len(contents.runs)} runs); add --resume "
+                f"to continue it, --force to start over, or use a new --out DIR"
+            )
+        _drop_partial_last_line(path)
+        return cls(path, contents.keys(), contents.warning())
+
+    def append(self, record: dict[str, Any]) -> None:
+        """Append one run record as one line, flushed and fsync'd before returning."""
+        if self._file is None:
+            raise BenchmarkError(f"{self.path} is closed")
+        self._file.write(json.dumps(jsonable(record), allow_nan=False) + "\n")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self.finished.add(RunKey.of(record))
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> ResultsStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _write_atomically(path: Path, line: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as file:
+        file.write(line + "\n")
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(tmp, path)
+
+
+def _drop_partial_last_line(path: Path) -> None:
+    """Cut a last line without its newline (a write killed half-way), so appends start clean."""
+    with path.open("rb+") as file:
+        data = file.read()
+        if data and not data.endswith(b"\n"):
+            file.truncate(data.rfind(b"\n") + 1)
