@@ -188,7 +188,8 @@ class LearnedController(keras.callbacks.Callback):
 
     def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
         get_learning_rate(self.model.optimizer)  # ActionError now for a schedule
-        self.featurizer.reset(budget=int(self.params.get("epochs") or 1))
+        self._budget = int((self.params or {}).get("epochs") or 0)  # fit's `epochs`; 0: unknown
+        self.featurizer.reset(budget=self._budget or 1)
         self.pipeline.reset()
         self.decisions = []
         self.best, self.best_epoch, self.best_weights = None, 0, None
@@ -213,10 +214,10 @@ class LearnedController(keras.callbacks.Callback):
         obs = self.featurizer.observe(observed, lr)
         value = self._monitor_value(logs)
 
-        checked = [observed.get(config.train_key), value]
+        checked = [logs.get(config.train_key, math.nan), value]
         if config.val_key in observed:
             checked.append(observed[config.val_key])
-        if not all(_finite(v) for v in checked if v is not None) or config.train_key not in logs:
+        if not all(_finite(v) for v in checked if v is not None):
             self._diverged(epoch, logs, value, lr)
             return
         if value is not None and (self.best is None or self._better(value, self.best)):
@@ -224,7 +225,7 @@ class LearnedController(keras.callbacks.Callback):
             # Kept even without restore_best_weights, for a NaN.
             self.best_weights = _copy_values(self._weights)
 
-        if epoch + 1 >= self.params.get("epochs", math.inf):  # the budget's last epoch
+        if self._budget and epoch + 1 >= self._budget:  # the budget's last epoch: no decision
             self._record(epoch, logs, value, lr, "end", lr, NO_DECISION, stopped=False)
             return
         action = self.bundle.policy.act(self.pipeline(obs)[None])[0]
@@ -252,6 +253,12 @@ class LearnedController(keras.callbacks.Callback):
         """Check ``monitor`` against the first epoch's logs and fix its direction."""
         keys = ", ".join(sorted(k for k in logs if k not in ("lr", "action"))) or "none"
         has_validation = any(k.startswith("val_") for k in logs)
+        train_key = self.featurizer.config.train_key
+        if train_key not in logs:
+            raise ControllerError(
+                f"the epoch logs have no {train_key!r} (keys: {keys}), which the controller's "
+                f"policy reads; train with a compiled loss"
+            )
         if self.monitor not in logs:
             if self.monitor.startswith("val_") and not has_validation:
                 raise ControllerError(

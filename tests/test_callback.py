@@ -234,6 +234,17 @@ def test_mode_auto_maximises_accuracy() -> None:
     assert controller.best == pytest.approx(max(history.history["val_accuracy"]))
 
 
+def test_mode_auto_refuses_a_metric_of_unknown_direction() -> None:
+    def custom(y_true, y_pred):
+        return keras.ops.mean(y_pred)
+
+    net = keras.Sequential([keras.Input((6,)), keras.layers.Dense(1, activation="sigmoid")])
+    net.compile("sgd", "binary_crossentropy", metrics=[custom])
+    with pytest.raises(ControllerError, match="mode='max'"):
+        net.fit(*data(), validation_split=0.25, epochs=2, verbose=0,
+                callbacks=[LearnedController(constant_bundle(KEEP), monitor="val_custom")])
+
+
 def test_without_validation_data_the_policy_sees_val_loss_equal_to_loss() -> None:
     bundle = random_bundle(seed=5)
     controller = LearnedController(bundle, monitor="loss")
