@@ -16,6 +16,7 @@ A run lives in one folder::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
@@ -351,7 +352,9 @@ class _Session:
     def close(self) -> None:
         self.evaluator.close()
         if self.venv is not None:
-            self.venv.close()
+            # The workers may be gone already (a Ctrl-C reaches them too).
+            with contextlib.suppress(EOFError, OSError):
+                self.venv.close()
 
 
 def _first_line(exc: BaseException) -> str:
