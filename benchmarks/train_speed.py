@@ -1,0 +1,91 @@
+"""Env steps per second of PPO training on the train suite, with 1 and 2 environments.
+
+For each ``--n-envs`` value, with the packaged PPO recipe (``fitpilot train``'s
+defaults, evaluation and checkpoints off):
+
+1. start the workers (``SubprocVecEnv``, one process each, or in-process for 1);
+2. warm up: every worker resets once on every task, which builds and compiles
+   each task's Keras model (a one-off cost per worker and task, reported apart);
+3. learn ``--timesteps`` steps with PPO, timing rollout collection (environment
+   steps plus policy inference) apart from learning (PPO's gradient updates).
+
+Prints env steps per second including learning, and the split. Target: PPO with
+2 environments >= 150 env steps/s on the 2-core machine.
+
+    .venv/bin/python benchmarks/train_speed.py --timesteps 4096 --n-envs 1 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+from fitpilot import runtime
+
+
+def measure(n_envs: int, timesteps: int, suite: str, seed: int) -> dict[str, float]:
+    """Start-up, warm-up and learning figures of one PPO run with ``n_envs`` environments."""
+    from fitpilot.agents.callbacks import RolloutTimerCallback
+    from fitpilot.agents.config import algorithm_class, algorithm_kwargs, build_config
+    from fitpilot.agents.vecenv import make_workers, wrap
+    from fitpilot.envs.tasks import load_tasks
+
+    config = build_config({"suite": suite, "n_envs": n_envs, "seed": seed, "eval_every": 0})
+    started = time.perf_counter()
+    workers = make_workers(config)
+    start_seconds = time.perf_counter() - started
+    try:
+        started = time.perf_counter()
+        for task in load_tasks(config.task_spec):
+            workers.env_method("reset", seed=seed, options={"task": task.name})
+        warmup_seconds = time.perf_counter() - started
+        venv = wrap(workers, config)
+        model = algorithm_class("ppo")(
+            "MlpPolicy", venv, seed=seed, device="cpu", **algorithm_kwargs(config)
+        )
+        timer = RolloutTimerCallback()
+        started = time.perf_counter()
+        model.learn(timesteps, callback=timer)
+        wall = time.perf_counter() - started
+        steps = model.num_timesteps
+    finally:
+        workers.close()
+    return {
+        "n_envs": n_envs,
+        "steps": steps,
+        "start_s": start_seconds,
+        "warmup_s": warmup_seconds,
+        "wall_s": wall,
+        "steps_per_s": steps / wall,
+        "rollout_s": timer.rollout_seconds,
+        "learn_s": timer.learn_seconds,
+        "rollout_steps_per_s": steps / timer.rollout_seconds,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--timesteps", type=int, default=4096)
+    parser.add_argument("--n-envs", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--suite", default="train")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    runtime.configure(1)
+    import torch
+
+    torch.set_num_threads(1)
+    print(f"PPO on suite {args.suite!r}, {args.timesteps} steps; {os.cpu_count()} cores, "
+          f"load average {os.getloadavg()[0]:.1f} at start")
+    print(f"{'envs':>4} {'start s':>8} {'warm-up s':>9} {'steps':>6} {'wall s':>7} "
+          f"{'steps/s':>8} {'rollout s':>9} {'learn s':>8} {'rollout steps/s':>15}")
+    for n_envs in args.n_envs:
+        r = measure(n_envs, args.timesteps, args.suite, args.seed)
+        print(f"{r['n_envs']:>4} {r['start_s']:>8.1f} {r['warmup_s']:>9.1f} {r['steps']:>6} "
+              f"{r['wall_s']:>7.1f} {r['steps_per_s']:>8.1f} {r['rollout_s']:>9.1f} "
+              f"{r['learn_s']:>8.1f} {r['rollout_steps_per_s']:>15.1f}", flush=True)
+    print(f"load average {os.getloadavg()[0]:.1f} at the end")
+
+
+if __name__ == "__main__":
+    main()
