@@ -1,0 +1,129 @@
+"""KerasTrainingEnv: gymnasium/SB3 env checks, rewards, divergence, seeded reproducibility."""
+
+from __future__ import annotations
+
+import math
+
+import gymnasium
+import numpy as np
+import pytest
+
+from fitpilot.controller.actions import DiscreteActions
+from fitpilot.controller.features import Featurizer
+from fitpilot.envs.env import ENV_ID, KerasTrainingEnv
+from tests.user_tasks import TASKS
+
+KEEP, STOP = 1, 3
+
+
+@pytest.fixture(scope="module")
+def env() -> KerasTrainingEnv:
+    environment = KerasTrainingEnv(tasks=TASKS)
+    yield environment
+    environment.close()
+
+
+def run_episode(env: KerasTrainingEnv, seed: int, actions: list[int], **options):
+    obs, info = env.reset(seed=seed, options=options)
+    trajectory = [(obs, 0.0, info["learning_rate"])]
+    for action in actions:
+        obs, reward, terminated, truncated, info = env.step(action)
+        trajectory.append((obs, reward, info["learning_rate"]))
+        if terminated or truncated:
+            break
+    return trajectory, info
+
+
+def test_gymnasium_and_sb3_check_env(env: KerasTrainingEnv) -> None:
+    from gymnasium.utils.env_checker import check_env as gym_check
+    from stable_baselines3.common.env_checker import check_env as sb3_check
+
+    gym_check(env, skip_render_check=True)
+    sb3_check(env, warn=True)
+
+
+def test_registered_id_makes_the_env() -> None:
+    made = gymnasium.make(ENV_ID, tasks=TASKS)
+    try:
+        assert isinstance(made.unwrapped, KerasTrainingEnv)
+    finally:
+        made.close()
+
+
+def test_seeded_resets_reproduce_the_trajectory(env: KerasTrainingEnv) -> None:
+    actions = [0, 2, KEEP, 2, 0]
+    first, _ = run_episode(env, 7, actions, task="user_mlp")
+    second, _ = run_episode(env, 7, actions, task="user_mlp")
+    other, _ = run_episode(env, 8, actions, task="user_mlp")
+    for (obs_a, reward_a, lr_a), (obs_b, reward_b, lr_b) in zip(first, second, strict=True):
+        np.testing.assert_array_equal(obs_a, obs_b)
+        assert reward_a == reward_b and lr_a == lr_b
+    assert any(not np.array_equal(a[0], b[0]) for a, b in zip(first, other, strict=False))
+
+
+def test_actions_change_the_learning_rate_and_stop_ends(env: KerasTrainingEnv) -> None:
+    factors = DiscreteActions().factors
+    obs, info = env.reset(seed=0, options={"task": "user_mlp", "learning_rate": 0.01})
+    assert env.observation_space.contains(obs)
+    assert info["epoch"] == 1
+    _, _, _, _, info = env.step(0)
+    assert info["learning_rate"] == pytest.approx(0.01 * factors[0], rel=1e-5)
+    _, _, _, _, info = env.step(2)
+    assert info["learning_rate"] == pytest.approx(0.01 * factors[0] * factors[2], rel=1e-5)
+    assert info["epoch"] == 3
+    _, reward, terminated, truncated, info = env.step(STOP)
+    assert terminated and not truncated and reward == 0.0
+    assert info["epoch"] == 3 and math.isfinite(info["test"]["loss"])
+
+
+def test_rewards_sum_to_log_improvement_minus_epoch_cost(env: KerasTrainingEnv) -> None:
+    _, first_info = env.reset(seed=3, options={"task": "user_regression"})
+    rewards, terminated, info = 0.0, False, first_info
+    while not terminated:
+        _, reward, terminated, _, info = env.step(KEEP)
+        rewards += reward
+    budget = TASKS[1].epochs
+    assert info["epoch"] == budget
+    expected = math.log(first_info["best"] / info["best"]) - env.epoch_cost * (budget - 1)
+    assert rewards == pytest.approx(expected, rel=1e-5, abs=1e-6)
+    assert info["best"] <= first_info["best"]
+
+
+def test_budget_ends_the_episode_with_test_metrics(env: KerasTrainingEnv) -> None:
+    _, info = run_episode(env, 1, [KEEP] * 100, task="user_mlp")
+    assert info["epoch"] == TASKS[0].epochs
+    assert set(info["test"]) == {"loss", "accuracy"}
+    assert 1 <= info["best_epoch"] <= info["epoch"]
+
+
+def test_divergence_ends_with_the_penalty_not_an_exception() -> None:
+    env = KerasTrainingEnv(tasks=[TASKS[1]], divergence_penalty=2.5, max_lr=1e30)
+    try:
+        obs, info = env.reset(seed=0, options={"learning_rate": 0.01})
+        assert not info["diverged"]
+        terminated, steps = False, 0
+        while not terminated and steps < 60:
+            obs, reward, terminated, _, info = env.step(2)  # raise x3 every epoch
+            steps += 1
+        assert terminated and info["diverged"] and reward == -2.5
+        assert info["epoch"] < TASKS[1].epochs
+        assert np.all(np.isfinite(obs)) and obs[-1] == 1.0  # the nonfinite flag
+    finally:
+        env.close()
+
+
+def test_sampled_starting_learning_rates_span_the_factor_range() -> None:
+    env = KerasTrainingEnv(tasks=[TASKS[0]], lr_factor_range=(0.01, 100.0))
+    try:
+        factors = []
+        for seed in range(12):
+            _, info = env.reset(seed=seed)
+            factors.append(info["initial_learning_rate"] / TASKS[0].learning_rate)
+        assert min(factors) >= 0.01 * 0.999 and max(factors) <= 100 * 1.001
+        assert max(factors) / min(factors) > 10
+    finally:
+        env.close()
+
+
+def test_observation_has_the_featurizer_size(env: KerasTrainingEnv) -> None:
+    assert env.observation_space.shape == (Featurizer.size,)
