@@ -35,6 +35,7 @@ import numpy as np
 import tensorflow as tf
 
 from fitpilot.envs.tasks import Split, TrainingTask
+from fitpilot.errors import FitpilotError
 from fitpilot.experiments.settings import ORACLE, BenchmarkError, RunKey
 from fitpilot.experiments.strategies import SCHEDULED, cosine_schedule, strategy_callbacks
 
@@ -296,7 +297,12 @@ def controller_factory(source: str) -> Callable[[], keras.callbacks.Callback]:
 def controller_hash(source: str) -> str:
     """The content hash of the controller bundle at ``source`` (a path, or ``"pretrained"``)."""
     if source == "pretrained":
-        return str(_learned_controller_class().pretrained().bundle.content_hash)
+        try:
+            return str(_learned_controller_class().pretrained().bundle.content_hash)
+        except FitpilotError as exc:
+            raise BenchmarkError(
+                f"--controller pretrained: {exc}; or give --controller path/to/controller.zip"
+            ) from exc
     from fitpilot.controller.bundle import load_bundle
 
     return load_bundle(source).content_hash

@@ -96,6 +96,9 @@ class RunKey:
     strategy: str
 
     def label(self) -> str:
+        """``"digits_lstm seed 0 lr x0.1 cosine"``, ``"digits_lstm seed 0 oracle lr x4.642"``."""
+        if self.strategy == ORACLE:
+            return f"{self.task} seed {self.seed} oracle lr x{self.lr_factor:g}"
         return f"{self.task} seed {self.seed} lr x{self.lr_factor:g} {self.strategy}"
 
     @classmethod

@@ -5,8 +5,6 @@ The protocol is BENCHMARK.md's; the work is in :mod:`fitpilot.experiments`.
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -78,8 +76,6 @@ def benchmark(
         raise BenchmarkError(f"--jobs must be at least 1, not {jobs}")
     if resume and force:
         raise BenchmarkError("give --resume or --force, not both")
-    if tasks and os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())  # `--tasks my_module:TASKS` from the current directory
     task_list = resolve_tasks(suite, tasks, default="holdout")
     task_source = tasks or suite or "holdout"
 
