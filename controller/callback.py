@@ -113,6 +113,9 @@ class LearnedController(keras.callbacks.Callback):
       ``callbacks`` list (Keras calls callbacks in list order, on one shared logs dict).
     - A NaN or inf ``loss`` (or monitored value) ends training: a warning, the best
       weights back (whatever ``restore_best_weights`` says), no exception.
+    - It reads the learning rate at each epoch's start (what the epoch trains with). Do
+      not combine it with another callback that sets the learning rate
+      (``ReduceLROnPlateau``, ``LearningRateScheduler``): they would fight over it.
     """
 
     def __init__(

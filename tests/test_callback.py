@@ -127,6 +127,24 @@ def test_stop_action_stops_training() -> None:
     assert history.history["action"] == [STOP]
 
 
+def test_continuous_action_scheme() -> None:
+    from fitpilot.controller.actions import ContinuousActions
+
+    base = random_bundle(0)
+    hidden = base.policy.hidden
+    head = (np.zeros((hidden[-1][1].shape[0], 2), "f"), np.array([0.4, -1.0], "f"))
+    bundle = dataclasses.replace(base, actions=ContinuousActions(max_log10_factor=0.5),
+                                 policy=MLPPolicy(hidden, head, head_kind="gaussian_mean"))
+    controller = LearnedController(bundle)
+    history = model(lr=0.01).fit(*data(), validation_split=0.25, epochs=3, verbose=0,
+                                 callbacks=[controller])
+    factor = 10 ** (0.4 * 0.5)
+    assert history.history["action"] == pytest.approx([factor, factor, -1])
+    lrs = [0.01 * factor, 0.01 * factor**2, 0.01 * factor**2]
+    assert history.history["lr"] == pytest.approx(lrs, rel=1e-5)
+    assert controller.action_names == ()
+
+
 # --- logs seen by the other callbacks -------------------------------------------------
 
 
