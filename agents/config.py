@@ -22,7 +22,13 @@ from typing import Any
 
 import yaml
 
-from fitpilot.controller.actions import ACTIONS_VERSION, ActionScheme, action_scheme_from_dict
+from fitpilot.controller.actions import (
+    ACTIONS_VERSION,
+    ActionScheme,
+    ContinuousActions,
+    DiscreteActions,
+    action_scheme_from_dict,
+)
 from fitpilot.controller.features import FeaturizerConfig
 from fitpilot.errors import FitpilotError
 
@@ -30,7 +36,7 @@ ALGORITHMS = ("ppo", "a2c", "dqn")
 # Keyword arguments of the algorithm classes that `fitpilot train` sets itself.
 RESERVED_HP = ("policy", "env", "tensorboard_log", "verbose", "seed", "device", "_init_setup_model")
 # Keys that define what a run learns: resuming with other values is refused.
-RUN_KEYS = ("algo", "suite", "tasks", "seed", "hp", "env")
+RUN_KEYS = ("algo", "suite", "tasks", "seed", "stop_bias", "hp", "env")
 ACTIVATIONS = ("tanh", "relu")
 
 
@@ -70,8 +76,12 @@ class EnvSettings:
     clip_obs: float = 10.0
 
     def action_scheme(self) -> ActionScheme:
+        """The scheme of ``actions``; settings it leaves out take the scheme's defaults."""
+        kind = self.actions.get("kind", "discrete")
+        defaults = {"discrete": DiscreteActions, "continuous": ContinuousActions}.get(kind)
+        base = defaults().to_dict() if defaults else {}
         try:
-            return action_scheme_from_dict({"version": ACTIONS_VERSION, **self.actions})
+            return action_scheme_from_dict({**base, **self.actions, "version": ACTIONS_VERSION})
         except (KeyError, TypeError, ValueError) as exc:
             raise TrainError(f"bad env.actions {self.actions}: {exc}") from exc
 
@@ -108,7 +118,14 @@ class EnvSettings:
 
 @dataclass
 class TrainConfig:
-    """Everything that defines a training run. ``hp`` is the full, merged hyperparameter set."""
+    """Everything that defines a training run. ``hp`` is the full, merged hyperparameter set.
+
+    ``stop_bias`` is added to the initial output of the policy's stop unit (PPO/A2C):
+    the stop logit of discrete actions, the mean of the stop dimension of continuous
+    ones. With uniform initial logits a quarter of the exploring actions stop, so
+    episodes last ~4 epochs and the agent hardly sees later training; -3 (the packaged
+    default) makes an initial stop ~1.6% likely.
+    """
 
     algo: str = "ppo"
     suite: str | None = None
@@ -120,6 +137,7 @@ class TrainConfig:
     eval_tasks: str = "holdout"
     eval_factors: tuple[float, ...] = (0.1, 1.0, 10.0)
     checkpoint_every: int = 10_000
+    stop_bias: float = 0.0
     hp: dict[str, Any] = field(default_factory=dict)
     hyperparams_version: int = 0
     env: EnvSettings = field(default_factory=EnvSettings)
@@ -174,15 +192,21 @@ class TrainConfig:
             raise TrainError(
                 "DQN needs discrete actions; use --algo ppo or a2c for continuous ones"
             )
+        if self.stop_bias and self.algo == "dqn":
+            raise TrainError("stop_bias applies to PPO and A2C; set it to 0 for DQN")
 
 
-def default_hyperparameters(algo: str) -> tuple[dict[str, Any], int]:
-    """The packaged hyperparameters of ``algo`` and the version of their file."""
+def algorithm_defaults(algo: str) -> dict[str, Any]:
+    """The packaged recipe of ``algo``: ``hp``, ``hyperparams_version`` and ``stop_bias``."""
     if algo not in ALGORITHMS:
         raise TrainError(f"unknown algorithm {algo!r}; use one of {', '.join(ALGORITHMS)}")
     text = resources.files("fitpilot.agents").joinpath(f"hyperparams/{algo}.yaml").read_text()
     data = yaml.safe_load(text)
-    return dict(data["hyperparams"]), int(data["version"])
+    return {
+        "hp": dict(data["hyperparams"]),
+        "hyperparams_version": int(data["version"]),
+        "stop_bias": float(data.get("stop_bias", 0.0)),
+    }
 
 
 def parse_overrides(items: Iterable[str], option: str) -> dict[str, Any]:
@@ -239,6 +263,9 @@ def build_config(
         for key, other in (("suite", "tasks"), ("tasks", "suite")):
             if layer.get(key) is not None and layer.get(other) is None:
                 merged.pop(other, None)  # a layer naming one of them replaces the other
+        kind = ((layer.get("env") or {}).get("actions") or {}).get("kind")
+        if kind and kind != merged.get("env", {}).get("actions", {}).get("kind", "discrete"):
+            merged.get("env", {}).pop("actions", None)  # another scheme: drop the old settings
         for key, value in layer.items():
             if value is None:
                 continue
@@ -246,10 +273,11 @@ def build_config(
                 raise TrainError(f"{key} must be a mapping of key: value, got {value!r}")
             merged[key] = _deep_merge(merged.get(key, {}), value) if key in ("hp", "env") else value
     algo = str(merged.get("algo", "ppo")).lower()
-    defaults, version = default_hyperparameters(algo)
+    defaults = algorithm_defaults(algo)
     merged["algo"] = algo
-    merged["hp"] = _deep_merge(defaults, merged.get("hp", {}))
-    merged["hyperparams_version"] = version
+    merged["hp"] = _deep_merge(defaults["hp"], merged.get("hp", {}))
+    merged["hyperparams_version"] = defaults["hyperparams_version"]
+    merged.setdefault("stop_bias", defaults["stop_bias"])
     config = TrainConfig.from_dict(merged)
     config.check()
     return config

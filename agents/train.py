@@ -143,8 +143,14 @@ def train(
     force: bool = False,
     progress: bool = False,
     echo: Callable[[str], None] = lambda message: None,
+    workers: Callable[[TrainConfig], Any] | None = None,
 ) -> dict[str, Any]:
-    """Train (or continue training) an agent in ``out``; return the summary written there."""
+    """Train (or continue training) an agent in ``out``; return the summary written there.
+
+    ``workers`` makes the monitored environments from the recipe (default:
+    :func:`fitpilot.agents.vecenv.make_workers`; ``--backend ray`` passes
+    :func:`fitpilot.agents.ray_vecenv.make_ray_workers`).
+    """
     from fitpilot.agents.config import check_hyperparameters
     from fitpilot.envs.tasks import load_tasks
     from fitpilot.runtime import configure
@@ -163,10 +169,10 @@ def train(
     checkpoint = folder.latest_checkpoint() if resume else None
     if force:
         folder.clear()
-    folder.write_config(config)
-    session = _Session(config, folder, checkpoint)
+    session = _Session(config, folder, checkpoint, workers)
     try:
         session.start()
+        folder.write_config(config)  # only now: a recipe that cannot start leaves no run behind
         echo(
             f"{'resuming' if checkpoint else 'training'} {config.algo.upper()} on "
             f"{config.task_spec} ({len(tasks)} tasks) from step {session.model.num_timesteps} "
@@ -180,10 +186,17 @@ def train(
 class _Session:
     """One call of :func:`train`: the environments, the model, the callbacks."""
 
-    def __init__(self, config: TrainConfig, folder: RunFolder, checkpoint: Checkpoint | None):
+    def __init__(
+        self,
+        config: TrainConfig,
+        folder: RunFolder,
+        checkpoint: Checkpoint | None,
+        workers: Callable[[TrainConfig], Any] | None = None,
+    ):
         from fitpilot.agents.evaluate import Evaluator
 
         self.config, self.folder, self.checkpoint = config, folder, checkpoint
+        self.workers = workers
         self.evaluator = Evaluator(config)
         self.venv: Any = None
         self.model: Any = None
@@ -192,7 +205,7 @@ class _Session:
         """Start the environments and build (or load) the model."""
         from fitpilot.agents.vecenv import make_workers
 
-        self.venv = self._wrapped(make_workers(self.config))
+        self.venv = self._wrapped((self.workers or make_workers)(self.config))
         self.model = self._model()
         if self.model.num_timesteps >= self.config.timesteps:
             raise TrainError(
@@ -212,13 +225,15 @@ class _Session:
             raise
 
     def _model(self) -> Any:
+        import torch
+
         from fitpilot.agents.config import algorithm_class, algorithm_kwargs
 
         algorithm = algorithm_class(self.config.algo)
         common = dict(tensorboard_log=str(self.folder.tensorboard), device="cpu", verbose=0)
         if self.checkpoint is None:
             try:
-                return algorithm(
+                model = algorithm(
                     "MlpPolicy",
                     self.venv,
                     seed=self.config.seed,
@@ -229,6 +244,10 @@ class _Session:
                 raise TrainError(
                     f"bad {self.config.algo.upper()} hyperparameters: {_first_line(exc)}"
                 ) from exc
+            if self.config.stop_bias:
+                with torch.no_grad():  # stop is the last unit: a logit, or a Gaussian mean
+                    model.policy.action_net.bias[-1] += self.config.stop_bias
+            return model
         path = self.checkpoint.model
         try:
             model = algorithm.load(str(path), env=self.venv, **common)

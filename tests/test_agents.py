@@ -72,6 +72,7 @@ def test_recipe_layers_defaults_file_options_then_overrides() -> None:
 def test_packaged_hyperparameters_are_accepted_by_their_algorithm(algo: str) -> None:
     config = build_config({"algo": algo})
     assert config.hyperparams_version >= 1
+    assert (config.stop_bias < 0) == (algo != "dqn")  # DQN explores uniformly: no stop bias
     check_hyperparameters(config)
     assert "policy_kwargs" in algorithm_kwargs(config)
 
@@ -85,6 +86,7 @@ def test_packaged_hyperparameters_are_accepted_by_their_algorithm(algo: str) -> 
         ({"timesteps": "many"}, "timesteps must be an integer"),
         ({"algo": "dqn", "env": {"actions": {"kind": "continuous"}}}, "DQN needs discrete"),
         ({"env": {"frame_stack": 0}}, "frame_stack must be >= 1"),
+        ({"algo": "dqn", "stop_bias": -3}, "stop_bias applies to PPO and A2C; set it to 0 for DQN"),
     ],
 )
 def test_bad_recipes_are_refused(layer: dict, message: str) -> None:
@@ -257,6 +259,8 @@ def test_short_training_run_resumes_and_refuses_bad_checkpoints(tmp_path: Path) 
     assert bundle.frame_stack == 2 and len(bundle.normalization.mean) == 2 * Featurizer.size
     assert bundle.metadata["algo"] == "ppo" and bundle.metadata["timesteps"] == 256
     assert not np.allclose(bundle.normalization.var, 1.0)  # real statistics, not identity
+    logits_bias = bundle.policy.head[1]
+    assert logits_bias[-1] < logits_bias[:-1].min() - 2  # packaged stop_bias: stops start rare
     assert folder.model.is_file() and folder.normalization.is_file()
     assert folder.latest_checkpoint().steps == 256
     assert folder.checkpoint_file("", 128, "zip").is_file()
@@ -322,3 +326,13 @@ def test_a_folder_holding_another_run_is_refused_unless_forced(tmp_path: Path) -
     assert code == 2 and "holds this run already; use --resume" in output
     code, output = run_cli("--out", str(tmp_path), "--resume", "--force")
     assert code == 2 and "not both" in output
+
+
+def test_hyperparameter_values_the_algorithm_rejects_leave_no_run_behind(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    code, output = run_cli(
+        "--tasks", TINY_TASKS, "--n-envs", "1", "--hp", "batch_size=1", "--out", str(out)
+    )
+    assert code == 2 and output.startswith("error: bad PPO hyperparameters: ")
+    assert "batch_size" in output and output.count("\n") == 1
+    assert RunFolder(out).stored_config() is None  # the corrected command needs no --force

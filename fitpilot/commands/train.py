@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from fitpilot.commands import user_errors
+from fitpilot.commands.ray_options import Backend, RayAddress, WorkerCpus, WorkerMemory
 from fitpilot.commands.tasks import SUITE_HELP, TASKS_HELP
 
 
@@ -58,14 +60,24 @@ def train(
     checkpoint_every: Annotated[
         int | None, typer.Option(help="Save a checkpoint every N steps. Default 10000.")
     ] = None,
+    stop_bias: Annotated[
+        float | None,
+        typer.Option(help="Added to the stop action's initial logit (PPO/A2C), e.g. -3."),
+    ] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    backend: Backend = "local",
+    ray_address: RayAddress = None,
+    worker_cpus: WorkerCpus = None,
+    worker_memory: WorkerMemory = None,
 ) -> None:
     """Train a controller agent; write controller.zip, the SB3 model, checkpoints, TensorBoard
     logs, config.yaml and summary.json into --out."""
     from fitpilot.agents.config import build_config, parse_overrides, read_config_file
     from fitpilot.agents.train import RunFolder
     from fitpilot.agents.train import train as run_training
+    from fitpilot.ray_backend import check_capacity, ray_options, session
 
+    ray = ray_options(backend, ray_address, worker_cpus, worker_memory)
     recipe = read_config_file(config) if config else {}
     folder = out or recipe.pop("out", None) or Path("runs") / str(algo or recipe.get("algo", "ppo"))
     recipe.pop("out", None)
@@ -79,6 +91,7 @@ def train(
         "seed": seed,
         "eval_every": eval_every,
         "checkpoint_every": checkpoint_every,
+        "stop_bias": stop_bias,
     }
     recipe_config = build_config(
         stored,
@@ -87,7 +100,8 @@ def train(
         hp=parse_overrides(hp or [], "--hp"),
         env=parse_overrides(env or [], "--env"),
     )
-    run_training(
+    run = functools.partial(
+        run_training,
         recipe_config,
         folder,
         resume=resume,
@@ -95,3 +109,11 @@ def train(
         progress=progress,
         echo=lambda message: typer.echo(message, err=True),
     )
+    if ray is None:
+        run()
+        return
+    from fitpilot.agents.ray_vecenv import make_ray_workers
+
+    with session(ray) as ray_module:
+        check_capacity(ray_module, ray, recipe_config.n_envs, "environments (--n-envs)")
+        run(workers=functools.partial(make_ray_workers, options=ray))
