@@ -225,29 +225,13 @@ class _Session:
             raise
 
     def _model(self) -> Any:
-        import torch
+        from fitpilot.agents.config import algorithm_class
 
-        from fitpilot.agents.config import algorithm_class, algorithm_kwargs
-
-        algorithm = algorithm_class(self.config.algo)
-        common = dict(tensorboard_log=str(self.folder.tensorboard), device="cpu", verbose=0)
+        tensorboard = str(self.folder.tensorboard)
         if self.checkpoint is None:
-            try:
-                model = algorithm(
-                    "MlpPolicy",
-                    self.venv,
-                    seed=self.config.seed,
-                    **common,
-                    **algorithm_kwargs(self.config),
-                )
-            except (TypeError, ValueError, AssertionError) as exc:
-                raise TrainError(
-                    f"bad {self.config.algo.upper()} hyperparameters: {_first_line(exc)}"
-                ) from exc
-            if self.config.stop_bias:
-                with torch.no_grad():  # stop is the last unit: a logit, or a Gaussian mean
-                    model.policy.action_net.bias[-1] += self.config.stop_bias
-            return model
+            return new_model(self.config, self.venv, tensorboard)
+        algorithm = algorithm_class(self.config.algo)
+        common = dict(tensorboard_log=tensorboard, device="cpu", verbose=0)
         path = self.checkpoint.model
         try:
             model = algorithm.load(str(path), env=self.venv, **common)
@@ -374,6 +358,25 @@ class _Session:
             # The workers may be gone already (a Ctrl-C reaches them too).
             with contextlib.suppress(EOFError, OSError):
                 self.venv.close()
+
+
+def new_model(config: TrainConfig, venv: Any, tensorboard_log: str | None = None) -> Any:
+    """A fresh SB3 model of ``config`` on ``venv``, with the stop bias applied (CPU, quiet)."""
+    import torch
+
+    from fitpilot.agents.config import algorithm_class, algorithm_kwargs
+
+    try:
+        model = algorithm_class(config.algo)(
+            "MlpPolicy", venv, seed=config.seed, tensorboard_log=tensorboard_log, device="cpu",
+            verbose=0, **algorithm_kwargs(config),
+        )
+    except (TypeError, ValueError, AssertionError) as exc:
+        raise TrainError(f"bad {config.algo.upper()} hyperparameters: {_first_line(exc)}") from exc
+    if config.stop_bias:
+        with torch.no_grad():  # stop is the last unit: a logit, or a Gaussian mean
+            model.policy.action_net.bias[-1] += config.stop_bias
+    return model
 
 
 def _first_line(exc: BaseException) -> str:

@@ -27,7 +27,8 @@ from fitpilot import runtime
 def measure(n_envs: int, timesteps: int, suite: str, seed: int) -> dict[str, float]:
     """Start-up, warm-up and learning figures of one PPO run with ``n_envs`` environments."""
     from fitpilot.agents.callbacks import RolloutTimerCallback
-    from fitpilot.agents.config import algorithm_class, algorithm_kwargs, build_config
+    from fitpilot.agents.config import build_config
+    from fitpilot.agents.train import new_model
     from fitpilot.agents.vecenv import make_workers, wrap
     from fitpilot.envs.tasks import load_tasks
 
@@ -40,10 +41,7 @@ def measure(n_envs: int, timesteps: int, suite: str, seed: int) -> dict[str, flo
         for task in load_tasks(config.task_spec):
             workers.env_method("reset", seed=seed, options={"task": task.name})
         warmup_seconds = time.perf_counter() - started
-        venv = wrap(workers, config)
-        model = algorithm_class("ppo")(
-            "MlpPolicy", venv, seed=seed, device="cpu", **algorithm_kwargs(config)
-        )
+        model = new_model(config, wrap(workers, config))
         timer = RolloutTimerCallback()
         started = time.perf_counter()
         model.learn(timesteps, callback=timer)

@@ -16,7 +16,6 @@ from fitpilot.agents.config import (
     ALGORITHMS,
     TrainConfig,
     TrainError,
-    algorithm_class,
     algorithm_kwargs,
     build_config,
     check_hyperparameters,
@@ -24,7 +23,7 @@ from fitpilot.agents.config import (
     run_differences,
 )
 from fitpilot.agents.export import ExportError, export_bundle
-from fitpilot.agents.train import RunFolder, train
+from fitpilot.agents.train import RunFolder, new_model, train
 from fitpilot.cli import app
 from fitpilot.controller.bundle import load_bundle
 from fitpilot.controller.features import Featurizer
@@ -148,8 +147,7 @@ def untrained_model(algo: str, frame_stack: int = 2, actions: gymnasium.Space | 
     venv.obs_rms.mean = rng.normal(size=size)
     venv.obs_rms.var = rng.uniform(0.05, 4.0, size=size)
     venv.training = False  # keep the statistics fixed while stepping
-    model = algorithm_class(algo)("MlpPolicy", venv, seed=0, device="cpu",
-                                  **algorithm_kwargs(config))
+    model = new_model(config, venv)
     return model, config
 
 
