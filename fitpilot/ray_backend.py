@@ -1,0 +1,215 @@
+"""The Ray backend's plumbing, shared by ``fitpilot benchmark`` and ``fitpilot train``.
+
+Ray is an optional extra (``pip install fitpilot[ray]``): nothing in fitpilot
+imports it unless ``--backend ray`` is given, and then only through
+:func:`import_ray`, which turns a missing install into a one-line
+:class:`RayBackendError`.
+
+Where the work runs:
+
+- no ``--ray-address`` and no ``RAY_ADDRESS``: a local Ray instance with one
+  CPU per core of this machine (no dashboard, worker logs kept out of the
+  terminal), shut down at the end of the command;
+- ``--ray-address ADDRESS`` (or ``RAY_ADDRESS``, which ``ray job submit`` sets):
+  an existing cluster, ``auto``, ``HOST:6379`` or ``ray://HOST:10001``.
+
+Each benchmark run (a Ray task) and each training environment (a Ray actor)
+asks for :attr:`RayOptions.worker_cpus` CPUs and, if given,
+:attr:`RayOptions.worker_memory` bytes of memory; TensorFlow in that worker
+gets ``int(worker_cpus)`` threads (at least one).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import re
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+from fitpilot.errors import FitpilotError
+
+BACKENDS = ("local", "ray")
+#: The environment variable Ray (and ``ray job submit``) read for a cluster address.
+ADDRESS_VARIABLE = "RAY_ADDRESS"
+INSTALL_HINT = "pip install 'fitpilot[ray]'"
+
+_MEMORY = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([mg])?(?:i?b)?\s*$", re.IGNORECASE)
+_UNITS = {"m": 1024**2, "g": 1024**3}
+
+
+class RayBackendError(FitpilotError):
+    """Ray is missing, unreachable, or asked for resources it cannot give."""
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """Where and with what resources Ray workers run.
+
+    Attributes:
+        address: the cluster to connect to; ``None`` means ``RAY_ADDRESS`` if set,
+            else a new local instance.
+        worker_cpus: CPUs per benchmark run / training environment (fractions allowed).
+        worker_memory: memory per worker in bytes (``None``: Ray's default, no reservation).
+    """
+
+    address: str | None = None
+    worker_cpus: float = 1.0
+    worker_memory: int | None = None
+
+    @property
+    def threads(self) -> int:
+        """TensorFlow threads per worker: ``int(worker_cpus)``, at least 1."""
+        return max(1, int(self.worker_cpus))
+
+    @property
+    def cluster_address(self) -> str | None:
+        """The cluster address (option, else ``RAY_ADDRESS``); ``None``: a local instance."""
+        return self.address or os.environ.get(ADDRESS_VARIABLE) or None
+
+    def remote_options(self) -> dict[str, Any]:
+        """Keyword arguments of ``.options(...)`` for one worker's task or actor."""
+        options: dict[str, Any] = {"num_cpus": self.worker_cpus}
+        if self.worker_memory:
+            options["memory"] = self.worker_memory
+        return options
+
+
+def parse_memory(text: str) -> int:
+    """``"512MB"``, ``"512m"``, ``"2GB"``, ``"1.5g"`` or a plain number of MB -> bytes."""
+    match = _MEMORY.match(text)
+    value = float(match.group(1)) if match else math.nan
+    if not match or value <= 0:
+        raise RayBackendError(
+            f"bad --worker-memory {text!r}; give a size in MB or GB, e.g. 512MB or 2GB"
+        )
+    return int(value * _UNITS[(match.group(2) or "m").lower()])
+
+
+def ray_options(
+    backend: str,
+    address: str | None = None,
+    worker_cpus: float | None = None,
+    worker_memory: str | None = None,
+) -> RayOptions | None:
+    """The command-line options as :class:`RayOptions` (``None`` for the local backend).
+
+    Ray options given with the local backend are refused rather than ignored.
+    """
+    if backend not in BACKENDS:
+        raise RayBackendError(f"unknown --backend {backend!r}; use one of {', '.join(BACKENDS)}")
+    given = [
+        name
+        for name, value in (
+            ("--ray-address", address),
+            ("--worker-cpus", worker_cpus),
+            ("--worker-memory", worker_memory),
+        )
+        if value is not None
+    ]
+    if backend == "local":
+        if given:
+            one = len(given) == 1
+            raise RayBackendError(
+                f"{', '.join(given)} {'is' if one else 'are'} for --backend ray; add "
+                f"--backend ray, or leave {'it' if one else 'them'} out"
+            )
+        return None
+    cpus = 1.0 if worker_cpus is None else float(worker_cpus)
+    if not (math.isfinite(cpus) and cpus > 0):
+        raise RayBackendError(f"--worker-cpus must be a positive number, not {worker_cpus}")
+    memory = parse_memory(worker_memory) if worker_memory is not None else None
+    return RayOptions(address=address or None, worker_cpus=cpus, worker_memory=memory)
+
+
+def import_ray() -> ModuleType:
+    """The ``ray`` module, or :class:`RayBackendError` saying how to install it."""
+    try:
+        import ray
+    except ImportError as exc:
+        raise RayBackendError(
+            f"--backend ray needs Ray, which is not installed ({exc}); {INSTALL_HINT}"
+        ) from exc
+    return ray
+
+
+def connect(options: RayOptions) -> tuple[ModuleType, bool]:
+    """Connect this process to Ray if it is not yet; return ``(ray, started_here)``.
+
+    A Ray connection made earlier (for instance by a test fixture) is reused
+    as it is.
+    """
+    ray = import_ray()
+    if ray.is_initialized():
+        return ray, False
+    address = options.cluster_address
+    quiet: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.ERROR}
+    try:
+        if address is None:
+            ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, **quiet)
+        else:
+            ray.init(address=address, **quiet)
+    except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
+        where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+        raise RayBackendError(
+            f"cannot connect to {where}: {_first_line(exc)}; check --ray-address / "
+            f"{ADDRESS_VARIABLE} (e.g. auto, HOST:6379 or ray://HOST:10001), "
+            f"or unset both for a local instance"
+        ) from exc
+    return ray, True
+
+
+@contextlib.contextmanager
+def session(options: RayOptions) -> Iterator[ModuleType]:
+    """Ray, connected for the duration; shut down at the end if this call started it."""
+    ray, started = connect(options)
+    try:
+        yield ray
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def check_capacity(ray: ModuleType, options: RayOptions, workers: int, what: str) -> None:
+    """Refuse a request that would wait forever: one worker larger than every node, or
+    ``workers`` workers that must all run at once (``what``, e.g. "environments") but
+    exceed the cluster's CPUs.
+
+    On a cluster that may grow (an autoscaler), a shortfall is a warning, not an error.
+    """
+    nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive", True)]
+    largest = max((float(r.get("CPU", 0)) for r in nodes), default=0.0)
+    total = sum(float(r.get("CPU", 0)) for r in nodes)
+    problem = None
+    if options.worker_cpus > largest:
+        problem = (
+            f"each worker asks for {options.worker_cpus:g} CPUs (--worker-cpus) but the largest "
+            f"Ray node has {largest:g}; lower --worker-cpus"
+        )
+    elif workers * options.worker_cpus > total:
+        problem = (
+            f"{workers} {what} x {options.worker_cpus:g} CPUs (--worker-cpus) need "
+            f"{workers * options.worker_cpus:g} CPUs at once but the Ray cluster has {total:g}; "
+            f"lower the count or --worker-cpus (fractions such as 0.5 are allowed)"
+        )
+    if problem is None:
+        return
+    if options.cluster_address is None:
+        raise RayBackendError(problem)
+    warnings.warn(f"{problem} (waiting in case the cluster scales up)", stacklevel=2)
+
+
+def worker_slots(ray: ModuleType, options: RayOptions) -> int:
+    """How many workers of ``options.worker_cpus`` CPUs the cluster can run at once (>= 1)."""
+    cpus = float(ray.cluster_resources().get("CPU", 0))
+    return max(1, int(cpus // options.worker_cpus))
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:300] if lines else type(exc).__name__
