@@ -19,10 +19,13 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fitpilot.experiments.settings import RunKey, Settings
 from fitpilot.experiments.store import ResultsStore
+
+if TYPE_CHECKING:
+    from fitpilot.ray_backend import RayOptions
 
 
 @dataclass(frozen=True)
@@ -113,8 +116,12 @@ def run_benchmark(
     force: bool = False,
     echo: Callable[[str], None] = print,
     progress: bool = True,
+    ray: RayOptions | None = None,
 ) -> Path:
     """Run every run of ``settings`` not yet in the store at ``out``; write the report.
+
+    With ``ray`` options the runs are Ray tasks (:mod:`fitpilot.experiments.ray_execute`)
+    instead of local processes, and ``jobs`` is not used.
 
     Returns the path of ``report.md``. Raises ``BenchmarkError`` for a store
     that cannot be used (other settings, or existing without ``resume``).
@@ -129,7 +136,13 @@ def run_benchmark(
         if resume and store.finished:
             echo(f"resuming: {len(plan) - len(todo)} of {len(plan)} runs already in {store.path}")
         with _progress_bar(len(plan), len(plan) - len(todo), enabled=progress) as advance:
-            for record in execute(todo, config, jobs):
+            if ray is None:
+                records = execute(todo, config, jobs)
+            else:
+                from fitpilot.experiments.ray_execute import execute_on_ray
+
+                records = execute_on_ray(todo, config, ray)
+            for record in records:
                 store.append(record)
                 advance(RunKey.of(record).label())
     return write_report(out).path

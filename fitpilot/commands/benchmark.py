@@ -5,13 +5,18 @@ The protocol is BENCHMARK.md's; the work is in :mod:`fitpilot.experiments`.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from fitpilot.commands import user_errors
+from fitpilot.commands.ray_options import Backend, RayAddress, WorkerCpus, WorkerMemory
 from fitpilot.commands.tasks import SUITE_HELP, TASKS_HELP
+
+if TYPE_CHECKING:
+    from fitpilot.ray_backend import RayOptions
 
 
 def register(app: typer.Typer) -> None:
@@ -53,6 +58,10 @@ def benchmark(
         bool, typer.Option("--force", help="Delete the store in --out first.")
     ] = False,
     jobs: Annotated[int, typer.Option("--jobs", help="Parallel worker processes.")] = 1,
+    backend: Backend = "local",
+    ray_address: RayAddress = None,
+    worker_cpus: WorkerCpus = None,
+    worker_memory: WorkerMemory = None,
 ) -> None:
     """Train every strategy on every cell (task x start lr x seed), store the runs, report."""
     from fitpilot import __version__
@@ -66,6 +75,7 @@ def benchmark(
         parse_lr_factors,
         parse_strategies,
     )
+    from fitpilot.ray_backend import ray_options, session
 
     names = parse_strategies(strategies)
     factors = parse_lr_factors(lr_factors)
@@ -76,6 +86,12 @@ def benchmark(
         raise BenchmarkError(f"--jobs must be at least 1, not {jobs}")
     if resume and force:
         raise BenchmarkError("give --resume or --force, not both")
+    ray = ray_options(backend, ray_address, worker_cpus, worker_memory)
+    if ray is not None and jobs != 1:
+        raise BenchmarkError(
+            "--jobs is for the local backend; with --backend ray the runs in parallel are "
+            "the cluster's CPUs / --worker-cpus"
+        )
     task_list = resolve_tasks(suite, tasks, default="holdout")
     task_source = tasks or suite or "holdout"
 
@@ -103,17 +119,27 @@ def benchmark(
     typer.echo(
         f"benchmark: {len(task_list)} task(s) x {seeds} seed(s) x {len(factors)} lr factor(s) = "
         f"{cells} cells; {len(names)} strategies + {oracle_grid} oracle lrs per task and seed = "
-        f"{len(settings.run_keys())} runs; {jobs} job(s); store {out / 'runs.jsonl'}",
+        f"{len(settings.run_keys())} runs; {_workers(jobs, ray)}; store {out / 'runs.jsonl'}",
         err=True,
     )
-    config = WorkerConfig(task_source, controller_source, controller_hash, default_threads(jobs))
-    report = run_benchmark(
-        settings,
-        config,
-        out,
-        jobs=jobs,
-        resume=resume,
-        force=force,
-        echo=lambda line: typer.echo(line, err=True),
-    )
+    threads = ray.threads if ray is not None else default_threads(jobs)
+    config = WorkerConfig(task_source, controller_source, controller_hash, threads)
+    with contextlib.nullcontext() if ray is None else session(ray):
+        report = run_benchmark(
+            settings,
+            config,
+            out,
+            jobs=jobs,
+            resume=resume,
+            force=force,
+            echo=lambda line: typer.echo(line, err=True),
+            ray=ray,
+        )
     typer.echo(f"report: {report}")
+
+
+def _workers(jobs: int, ray: RayOptions | None) -> str:
+    """``"2 job(s)"``, or ``"Ray workers of 1 CPU(s)"`` for the Ray backend."""
+    if ray is None:
+        return f"{jobs} job(s)"
+    return f"Ray workers of {ray.worker_cpus:g} CPU(s)"
