@@ -75,6 +75,12 @@ class EnvSettings:
     norm_reward: bool = True
     clip_obs: float = 10.0
 
+    def __post_init__(self) -> None:
+        """Spell out every action and featurizer setting, defaults included (for config.yaml)."""
+        scheme, featurizer = self.action_scheme().to_dict(), self.featurizer_config().to_dict()
+        self.actions = {k: v for k, v in scheme.items() if k != "version"}
+        self.featurizer = {k: v for k, v in featurizer.items() if k != "version"}
+
     def action_scheme(self) -> ActionScheme:
         """The scheme of ``actions``; settings it leaves out take the scheme's defaults."""
         kind = self.actions.get("kind", "discrete")
