@@ -30,6 +30,7 @@ from typing import Any
 import yaml
 
 from fitpilot.agents.config import TrainConfig, TrainError, run_differences
+from fitpilot.controller.bundle import save_bundle
 
 CHECKPOINT_PREFIX = "rl_model"
 _CHECKPOINT = re.compile(rf"{CHECKPOINT_PREFIX}_(\d+)_steps\.zip$")
@@ -279,28 +280,27 @@ class _Session:
             reset_num_timesteps=self.checkpoint is None,
         )
         wall = time.perf_counter() - started
-        self.save()
-        bundle = self.export()
-        digest = bundle.content_hash
-        from fitpilot.controller.bundle import save_bundle
-
-        save_bundle(bundle, self.folder.bundle)
-        if config.eval_every and (
-            not evaluation.history or evaluation.history[-1]["timesteps"] != model.num_timesteps
-        ):
-            evaluation.evaluate()
-            model.logger.dump(model.num_timesteps)
         steps = model.num_timesteps - start_steps
-        previous = self.folder.read_summary().get("evaluations", []) if self.checkpoint else []
-        evaluations = [e for e in previous if e["timesteps"] <= start_steps] + evaluation.history
-        summary = {
-            "algo": config.algo,
-            "timesteps": int(model.num_timesteps),
+        timing = {
             "session_timesteps": int(steps),
             "wall_seconds": round(wall, 2),
             "env_steps_per_second": round(steps / wall, 1) if wall > 0 else math.nan,
             "rollout_seconds": round(timer.rollout_seconds - evaluation.seconds, 2),
             "learn_seconds": round(timer.learn_seconds, 2),
+        }
+        self.save()
+        digest = save_bundle(self.export(), self.folder.bundle)
+        if config.eval_every and (
+            not evaluation.history or evaluation.history[-1]["timesteps"] != model.num_timesteps
+        ):
+            evaluation.evaluate()
+            model.logger.dump(model.num_timesteps)
+        previous = self.folder.read_summary().get("evaluations", []) if self.checkpoint else []
+        evaluations = [e for e in previous if e["timesteps"] <= start_steps] + evaluation.history
+        summary = {
+            "algo": config.algo,
+            "timesteps": int(model.num_timesteps),
+            **timing,
             "eval_seconds": round(evaluation.seconds, 2),
             "n_envs": config.n_envs,
             "bundle": self.folder.bundle.name,
@@ -368,8 +368,13 @@ def new_model(config: TrainConfig, venv: Any, tensorboard_log: str | None = None
 
     try:
         model = algorithm_class(config.algo)(
-            "MlpPolicy", venv, seed=config.seed, tensorboard_log=tensorboard_log, device="cpu",
-            verbose=0, **algorithm_kwargs(config),
+            "MlpPolicy",
+            venv,
+            seed=config.seed,
+            tensorboard_log=tensorboard_log,
+            device="cpu",
+            verbose=0,
+            **algorithm_kwargs(config),
         )
     except (TypeError, ValueError, AssertionError) as exc:
         raise TrainError(f"bad {config.algo.upper()} hyperparameters: {_first_line(exc)}") from exc
