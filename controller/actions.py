@@ -128,15 +128,36 @@ def action_scheme_from_dict(data: Mapping[str, Any]) -> ActionScheme:
     raise ActionError(f"unknown action scheme kind {data.get('kind')!r}")
 
 
+# The absolute learning-rate clamp of the training environment; the deployed
+# callback uses the same defaults, so a controller stays in the range it was trained in.
+DEFAULT_MIN_LR = 1e-7
+DEFAULT_MAX_LR = 10.0
+
+
+def check_settable_learning_rate(optimizer: Any, owner: str = "the model") -> None:
+    """Raise :class:`ActionError` unless ``optimizer``'s learning rate is an assignable variable.
+
+    ``owner`` names the model or task in the message.
+    """
+    import keras
+
+    if optimizer is None:
+        raise ActionError(f"{owner} is not compiled; call model.compile(optimizer=...) first")
+    if not isinstance(optimizer.learning_rate, keras.Variable):
+        raise ActionError(
+            f"{owner}: the optimizer's learning rate is a schedule "
+            f"({type(optimizer._learning_rate).__name__}), which fitpilot cannot change; "
+            f"create the optimizer with a float learning_rate (e.g. Adam(learning_rate=1e-3))"
+        )
+
+
 def get_learning_rate(optimizer: Any) -> float:
-    """The optimizer's current learning rate, as a Python float."""
-    _check_assignable(optimizer)
-    return float(np.asarray(optimizer.learning_rate))
+    """The learning rate of an optimizer that passed :func:`check_settable_learning_rate`."""
+    return float(optimizer.learning_rate.numpy())
 
 
 def set_learning_rate(optimizer: Any, learning_rate: float) -> None:
     """Assign ``learning_rate`` to a Keras 3 optimizer's learning-rate variable (no retrace)."""
-    _check_assignable(optimizer)
     if not math.isfinite(learning_rate) or learning_rate <= 0:
         raise ActionError(f"learning rate must be finite and positive, got {learning_rate}")
     optimizer.learning_rate.assign(learning_rate)
@@ -156,18 +177,3 @@ def apply_decision(
     if new_lr != lr:
         set_learning_rate(optimizer, new_lr)
     return new_lr
-
-
-def _check_assignable(optimizer: Any) -> None:
-    import keras
-
-    if optimizer is None:
-        raise ActionError("the model has no optimizer; compile it before training")
-    if isinstance(optimizer.learning_rate, keras.optimizers.schedules.LearningRateSchedule) or (
-        getattr(optimizer, "_learning_rate", None) is not None
-        and isinstance(optimizer._learning_rate, keras.optimizers.schedules.LearningRateSchedule)
-    ):
-        raise ActionError(
-            "the optimizer's learning rate is a LearningRateSchedule, which fitpilot cannot "
-            "change; compile with a float learning rate (e.g. Adam(learning_rate=1e-3))"
-        )

@@ -31,18 +31,17 @@ import keras
 import numpy as np
 
 from fitpilot.controller.actions import (
+    DEFAULT_MAX_LR,
+    DEFAULT_MIN_LR,
     ContinuousActions,
     DiscreteActions,
     apply_decision,
+    check_settable_learning_rate,
     get_learning_rate,
 )
 from fitpilot.controller.bundle import Bundle, BundleError, load_bundle
 from fitpilot.errors import FitpilotError
 
-# The learning-rate clamp of KerasTrainingEnv's defaults: a controller never
-# leaves the range it was trained in.
-DEFAULT_MIN_LR = 1e-7
-DEFAULT_MAX_LR = 10.0
 PRETRAINED = "pretrained/controller.zip"
 NO_DECISION = -1  # logs["action"] on an epoch the policy was not asked (budget end, NaN)
 
@@ -190,7 +189,7 @@ class LearnedController(keras.callbacks.Callback):
     # -- Keras hooks ---------------------------------------------------------------------
 
     def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
-        get_learning_rate(self.model.optimizer)  # ActionError now for a schedule
+        check_settable_learning_rate(self.model.optimizer)
         self._budget = int((self.params or {}).get("epochs") or 0)  # fit's `epochs`; 0: unknown
         self.featurizer.reset(budget=self._budget or 1)
         self.pipeline.reset()

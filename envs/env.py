@@ -22,7 +22,12 @@ from typing import Any
 import gymnasium
 import numpy as np
 
-from fitpilot.controller.actions import ActionScheme, DiscreteActions
+from fitpilot.controller.actions import (
+    DEFAULT_MAX_LR,
+    DEFAULT_MIN_LR,
+    ActionScheme,
+    DiscreteActions,
+)
 from fitpilot.controller.features import Featurizer, FeaturizerConfig
 from fitpilot.envs.runner import EpochRunner, make_runner
 from fitpilot.envs.tasks import TaskError, TrainingTask, load_tasks
@@ -55,8 +60,8 @@ class KerasTrainingEnv(gymnasium.Env):
         lr_factor_range: tuple[float, float] = (0.01, 100.0),
         epoch_cost: float = 0.01,
         divergence_penalty: float = 1.0,
-        min_lr: float = 1e-7,
-        max_lr: float = 10.0,
+        min_lr: float = DEFAULT_MIN_LR,
+        max_lr: float = DEFAULT_MAX_LR,
         monitor: str = "val_loss",
     ) -> None:
         self.tasks = load_tasks(tasks) if isinstance(tasks, str) else list(tasks)

@@ -24,6 +24,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from fitpilot.controller.actions import (
+    check_settable_learning_rate,
+    get_learning_rate,
+    set_learning_rate,
+)
 from fitpilot.envs.tasks import TrainingTask
 from fitpilot.errors import FitpilotError
 
@@ -105,19 +110,6 @@ def make_runner(task: TrainingTask, fast: bool | None = None) -> EpochRunner:
 # --- shared: re-initialise a built model and its optimizer in place ------------------
 
 
-def _check_settable_learning_rate(optimizer: Any, owner: str) -> None:
-    import keras
-
-    if optimizer is None:
-        raise RunnerError(f"{owner}: the model is not compiled; call model.compile(optimizer=...)")
-    if not isinstance(optimizer.learning_rate, keras.Variable):
-        raise RunnerError(
-            f"{owner}: the optimizer's learning rate is a schedule "
-            f"({type(optimizer._learning_rate).__name__}), which a controller cannot set; "
-            f"create the optimizer with a float learning_rate"
-        )
-
-
 class ModelResetter:
     """Puts a built, compiled model back to a fresh seeded start, in place.
 
@@ -146,7 +138,7 @@ class ModelResetter:
 
         self.model = model
         optimizer = model.optimizer
-        _check_settable_learning_rate(optimizer, f"model {model.name!r}")
+        check_settable_learning_rate(optimizer, f"model {model.name!r}")
         if not model.built:
             raise RunnerError(
                 "the model is not built; call model.build(input_shape) or run it on one "
@@ -311,7 +303,7 @@ class FastEpochRunner:
         self._seed = 0
         data = task.data()
         self.model = task.compiled_model()
-        _check_settable_learning_rate(self.model.optimizer, f"task {task.name!r}")
+        check_settable_learning_rate(self.model.optimizer, f"task {task.name!r}")
         self._train = (_to_tensor(data.train.x), _to_tensor(data.train.y))
         self._validation = (_to_tensor(data.validation.x), _to_tensor(data.validation.y))
         self._test = (_to_tensor(data.test.x), _to_tensor(data.test.y))
@@ -423,11 +415,11 @@ class FastEpochRunner:
 
     @property
     def learning_rate(self) -> float:
-        return float(self.model.optimizer.learning_rate.numpy())
+        return get_learning_rate(self.model.optimizer)
 
     @learning_rate.setter
     def learning_rate(self, value: float) -> None:
-        self.model.optimizer.learning_rate.assign(value)
+        set_learning_rate(self.model.optimizer, value)
 
     def remember_weights(self) -> None:
         self._snapshot.remember()
@@ -611,11 +603,11 @@ class FitEpochRunner:
 
     @property
     def learning_rate(self) -> float:
-        return float(self.model.optimizer.learning_rate.numpy())
+        return get_learning_rate(self.model.optimizer)
 
     @learning_rate.setter
     def learning_rate(self, value: float) -> None:
-        self.model.optimizer.learning_rate.assign(value)
+        set_learning_rate(self.model.optimizer, value)
 
     def remember_weights(self) -> None:
         self._snapshot.remember()

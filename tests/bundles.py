@@ -23,7 +23,8 @@ def random_bundle(seed: int = 0, frame_stack: int = 1, hidden: int = 16) -> Bund
         head=(rng.normal(0, 0.5, (hidden, actions.n)).astype("f"), np.zeros(actions.n, "f")),
     )
     normalization = ObsNormalization(np.zeros(inputs, "f"), np.ones(inputs, "f"))
-    return Bundle(policy, FeaturizerConfig(), actions, normalization, frame_stack, {"algo": "random"})
+    metadata = {"algo": "random"}
+    return Bundle(policy, FeaturizerConfig(), actions, normalization, frame_stack, metadata)
 
 
 def write_random_bundle(path: str | Path, seed: int = 0, frame_stack: int = 1) -> Path:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from fitpilot.controller.actions import ActionError
 from fitpilot.envs.runner import (
     FastEpochRunner,
     FitEpochRunner,
@@ -286,10 +287,10 @@ def _schedule_task() -> TrainingTask:
 
 def test_a_schedule_learning_rate_is_a_clear_error() -> None:
     task = _schedule_task()
-    with pytest.raises(RunnerError, match="schedule.*float learning_rate"):
+    with pytest.raises(ActionError, match="schedule.*float learning_rate"):
         FastEpochRunner(task)
     data = task.data()
-    with pytest.raises(RunnerError, match="schedule"):
+    with pytest.raises(ActionError, match="schedule"):
         FitEpochRunner(
             task.compiled_model(), dict(x=data.train.x, y=data.train.y, validation_split=0.2)
         )
