@@ -117,18 +117,18 @@ class Featurizer:
             self._best_log_val, self._best_epoch = val, self.epochs
         best = self._best_log_val if math.isfinite(self._best_log_val) else val
         since_best = self.epochs - self._best_epoch if self._best_epoch else self.epochs
-        val_changes = np.diff(self._val[-(cfg.window + 1) :])
-        train_changes = np.diff(self._train[-(cfg.window + 1) :])
+        val_changes = _changes(self._val, cfg.window)
+        train_changes = _changes(self._train, cfg.window)
         features = (
             self.epochs / self.budget,
             val - self._val[0],
             val - best,
-            val_changes[-1] if len(val_changes) else 0.0,
-            val_changes.mean() if len(val_changes) else 0.0,
-            val_changes.std() if len(val_changes) > 1 else 0.0,
+            val_changes[-1] if val_changes else 0.0,
+            _mean(val_changes),
+            _std(val_changes),
             train - self._train[0],
-            train_changes[-1] if len(train_changes) else 0.0,
-            train_changes.mean() if len(train_changes) else 0.0,
+            train_changes[-1] if train_changes else 0.0,
+            _mean(train_changes),
             val - train,
             min(since_best, 10) / 10,
             since_best / self.budget,
@@ -152,3 +152,21 @@ class Featurizer:
         if math.isfinite(number) and number <= 0:  # a loss can reach 0 (or go negative)
             return math.log(1e-12), True
         return (history[-1] if history else 0.0), False
+
+
+def _changes(history: list[float], window: int) -> list[float]:
+    """The last ``window`` successive differences of ``history`` (fewer early in a run)."""
+    recent = history[-(window + 1) :]
+    return [b - a for a, b in zip(recent[:-1], recent[1:], strict=True)]
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
+
+
+def _std(values: list[float]) -> float:
+    """Population standard deviation; 0 for fewer than two values."""
+    if len(values) < 2:
+        return 0.0
+    mean = _mean(values)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
