@@ -10,7 +10,11 @@ defaults, evaluation and checkpoints off):
    steps plus policy inference) apart from learning (PPO's gradient updates).
 
 Prints env steps per second including learning, and the split. Target: PPO with
-2 environments >= 150 env steps/s on the 2-core machine.
+2 environments >= 150 env steps/s on the 2-core machine. The machine is shared,
+so the CPU seconds of the main process and of each worker during learning are
+printed too; ``idle est.`` is the steps/s they would allow on two free cores
+(steps / (main CPU + the busiest worker's CPU): in lockstep the main process
+infers and learns while the workers wait).
 
     .venv/bin/python benchmarks/train_speed.py --timesteps 4096 --n-envs 1 2
 """
@@ -43,9 +47,13 @@ def measure(n_envs: int, timesteps: int, suite: str, seed: int) -> dict[str, flo
         warmup_seconds = time.perf_counter() - started
         model = new_model(config, wrap(workers, config))
         timer = RolloutTimerCallback()
+        pids = [p.pid for p in getattr(workers.venv, "processes", [])]
+        cpu_before = [time.process_time()] + [cpu_seconds(pid) for pid in pids]
         started = time.perf_counter()
         model.learn(timesteps, callback=timer)
         wall = time.perf_counter() - started
+        cpu_after = [time.process_time()] + [cpu_seconds(pid) for pid in pids]
+        main_cpu, *worker_cpu = (b - a for a, b in zip(cpu_before, cpu_after, strict=True))
         steps = model.num_timesteps
     finally:
         workers.close()
@@ -58,8 +66,17 @@ def measure(n_envs: int, timesteps: int, suite: str, seed: int) -> dict[str, flo
         "steps_per_s": steps / wall,
         "rollout_s": timer.rollout_seconds,
         "learn_s": timer.learn_seconds,
-        "rollout_steps_per_s": steps / timer.rollout_seconds,
+        "main_cpu_s": main_cpu,
+        "worker_cpu_s": worker_cpu,
+        "idle_estimate": steps / (main_cpu + max(worker_cpu, default=0.0)),
     }
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:
@@ -76,12 +93,15 @@ def main() -> None:
     print(f"PPO on suite {args.suite!r}, {args.timesteps} steps; {os.cpu_count()} cores, "
           f"load average {os.getloadavg()[0]:.1f} at start")
     print(f"{'envs':>4} {'start s':>8} {'warm-up s':>9} {'steps':>6} {'wall s':>7} "
-          f"{'steps/s':>8} {'rollout s':>9} {'learn s':>8} {'rollout steps/s':>15}")
+          f"{'steps/s':>8} {'rollout s':>9} {'learn s':>8} {'main cpu s':>10} "
+          f"{'worker cpu s':>13} {'idle est.':>9}")
     for n_envs in args.n_envs:
         r = measure(n_envs, args.timesteps, args.suite, args.seed)
+        workers = "/".join(f"{c:.1f}" for c in r["worker_cpu_s"]) or "-"
         print(f"{r['n_envs']:>4} {r['start_s']:>8.1f} {r['warmup_s']:>9.1f} {r['steps']:>6} "
               f"{r['wall_s']:>7.1f} {r['steps_per_s']:>8.1f} {r['rollout_s']:>9.1f} "
-              f"{r['learn_s']:>8.1f} {r['rollout_steps_per_s']:>15.1f}", flush=True)
+              f"{r['learn_s']:>8.1f} {r['main_cpu_s']:>10.1f} {workers:>13} "
+              f"{r['idle_estimate']:>9.0f}", flush=True)
     print(f"load average {os.getloadavg()[0]:.1f} at the end")
 
 
