@@ -238,7 +238,10 @@ def parse_overrides(items: Iterable[str], option: str) -> dict[str, Any]:
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
-    """A ``--config`` YAML file as a dict (keys are checked when the config is built)."""
+    """A ``--config`` YAML file as a dict (keys are checked when the config is built).
+
+    Top-level keys may be spelt like the options (``n-envs``) or the fields (``n_envs``).
+    """
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text())
@@ -250,7 +253,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise TrainError(f"config file {path} must be a mapping of option: value")
-    return data
+    return {str(key).replace("-", "_"): value for key, value in data.items()}  # n-envs: n_envs
 
 
 def build_config(

@@ -233,7 +233,7 @@ def test_short_training_run_resumes_and_refuses_bad_checkpoints(tmp_path: Path) 
         yaml.safe_dump(
             {
                 "tasks": TINY_TASKS,
-                "eval_tasks": "tests.user_tasks:ONE",
+                "eval-tasks": "tests.user_tasks:ONE",  # option spelling works too
                 "hp": {"n_steps": 64, "n_epochs": 2},
                 "env": {"frame_stack": 2},
             }
