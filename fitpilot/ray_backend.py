@@ -26,6 +26,7 @@ import logging
 import math
 import os
 import re
+import socket
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,6 +39,8 @@ BACKENDS = ("local", "ray")
 #: The environment variable Ray (and ``ray job submit``) read for a cluster address.
 ADDRESS_VARIABLE = "RAY_ADDRESS"
 INSTALL_HINT = "pip install 'fitpilot[ray]'"
+#: Seconds to wait for a TCP connection to a ``HOST:PORT`` cluster address.
+CONNECT_TIMEOUT = 10.0
 
 _MEMORY = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([mg])?(?:i?b)?\s*$", re.IGNORECASE)
 _UNITS = {"m": 1024**2, "g": 1024**3}
@@ -148,10 +151,17 @@ def connect(options: RayOptions) -> tuple[ModuleType, bool]:
     if ray.is_initialized():
         return ray, False
     address = options.cluster_address
+    if address is not None:
+        _check_reachable(address)
     quiet: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.ERROR}
     try:
         if address is None:
-            ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, **quiet)
+            # "local": a new instance even if a `ray start` cluster runs on this machine.
+            ray.init(
+                address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False, **quiet
+            )
+        elif address.startswith("ray://"):  # Ray Client: init options would go to the server
+            ray.init(address=address)
         else:
             ray.init(address=address, **quiet)
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
@@ -182,7 +192,10 @@ def check_capacity(ray: ModuleType, options: RayOptions, workers: int, what: str
 
     On a cluster that may grow (an autoscaler), a shortfall is a warning, not an error.
     """
-    nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive", True)]
+    try:
+        nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive", True)]
+    except Exception:  # not every kind of connection lists nodes: then Ray's own warnings tell
+        return
     largest = max((float(r.get("CPU", 0)) for r in nodes), default=0.0)
     total = sum(float(r.get("CPU", 0)) for r in nodes)
     problem = None
@@ -208,6 +221,24 @@ def worker_slots(ray: ModuleType, options: RayOptions) -> int:
     """How many workers of ``options.worker_cpus`` CPUs the cluster can run at once (>= 1)."""
     cpus = float(ray.cluster_resources().get("CPU", 0))
     return max(1, int(cpus // options.worker_cpus))
+
+
+def _check_reachable(address: str) -> None:
+    """Fail fast if ``HOST:PORT`` (or ``ray://HOST:PORT``) refuses TCP: Ray would retry forever.
+
+    Other forms (``auto``, ``local``, a URL with a path) are left to Ray.
+    """
+    match = re.fullmatch(r"(?:ray://)?(\[[^\]]+\]|[^:/\[\]]+):(\d+)", address.strip())
+    if match is None:
+        return
+    host, port = match.group(1).strip("[]"), int(match.group(2))
+    try:
+        socket.create_connection((host, port), timeout=CONNECT_TIMEOUT).close()
+    except OSError as exc:
+        raise RayBackendError(
+            f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}); check "
+            f"--ray-address / {ADDRESS_VARIABLE}, or unset both for a local instance"
+        ) from exc
 
 
 def _first_line(exc: BaseException) -> str:

@@ -31,6 +31,7 @@ from fitpilot.ray_backend import (
     RayBackendError,
     RayOptions,
     check_capacity,
+    connect,
     import_ray,
     parse_memory,
     ray_options,
@@ -223,6 +224,15 @@ def test_a_missing_ray_install_says_how_to_get_it(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
     with pytest.raises(RayBackendError, match=r"pip install 'fitpilot\[ray\]'"):
         import_ray()
+
+
+def test_an_unreachable_cluster_fails_fast_with_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)  # as in a fresh process
+    with pytest.raises(RayBackendError, match=r"cannot reach the Ray cluster at 127\.0\.0\.1:1 "):
+        connect(RayOptions(address="127.0.0.1:1"))
+    monkeypatch.setenv("RAY_ADDRESS", "ray://127.0.0.1:1")
+    with pytest.raises(RayBackendError, match="cannot reach the Ray cluster at ray://"):
+        connect(RayOptions())
 
 
 def test_requests_larger_than_the_local_instance_are_refused() -> None:
