@@ -186,29 +186,27 @@ def session(options: RayOptions) -> Iterator[ModuleType]:
 
 
 def check_capacity(ray: ModuleType, options: RayOptions, workers: int, what: str) -> None:
-    """Refuse a request that would wait forever: one worker larger than every node, or
+    """Refuse a request that would wait forever: a worker that fits on no node, or
     ``workers`` workers that must all run at once (``what``, e.g. "environments") but
-    exceed the cluster's CPUs.
+    do not fit on the cluster together.
 
     On a cluster that may grow (an autoscaler), a shortfall is a warning, not an error.
     """
-    try:
-        nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive", True)]
-    except Exception:  # not every kind of connection lists nodes: then Ray's own warnings tell
+    nodes = _nodes(ray)
+    if nodes is None:  # not every kind of connection lists nodes: then Ray's own warnings tell
         return
-    largest = max((float(r.get("CPU", 0)) for r in nodes), default=0.0)
-    total = sum(float(r.get("CPU", 0)) for r in nodes)
+    slots = sum(_node_slots(node, options) for node in nodes)
+    plural = "" if options.worker_cpus == 1 else "s"
+    asked = f"{options.worker_cpus:g} CPU{plural} (--worker-cpus)"
+    if options.worker_memory:
+        asked += f" and {options.worker_memory / 2**30:.4g} GB (--worker-memory)"
     problem = None
-    if options.worker_cpus > largest:
+    if slots == 0:
+        problem = f"each worker asks for {asked}, more than any Ray node has; ask for less"
+    elif workers > slots:
         problem = (
-            f"each worker asks for {options.worker_cpus:g} CPUs (--worker-cpus) but the largest "
-            f"Ray node has {largest:g}; lower --worker-cpus"
-        )
-    elif workers * options.worker_cpus > total:
-        problem = (
-            f"{workers} {what} x {options.worker_cpus:g} CPUs (--worker-cpus) need "
-            f"{workers * options.worker_cpus:g} CPUs at once but the Ray cluster has {total:g}; "
-            f"lower the count or --worker-cpus (fractions such as 0.5 are allowed)"
+            f"{workers} {what} of {asked} must run at once but the Ray cluster fits {slots}; "
+            f"lower the count or the resources per worker (fractions of a CPU are allowed)"
         )
     if problem is None:
         return
@@ -218,9 +216,27 @@ def check_capacity(ray: ModuleType, options: RayOptions, workers: int, what: str
 
 
 def worker_slots(ray: ModuleType, options: RayOptions) -> int:
-    """How many workers of ``options.worker_cpus`` CPUs the cluster can run at once (>= 1)."""
-    cpus = float(ray.cluster_resources().get("CPU", 0))
-    return max(1, int(cpus // options.worker_cpus))
+    """How many workers of ``options``' resources the cluster can run at once (>= 1)."""
+    nodes = _nodes(ray)
+    if nodes is None:
+        return max(1, int(float(ray.cluster_resources().get("CPU", 1)) // options.worker_cpus))
+    return max(1, sum(_node_slots(node, options) for node in nodes))
+
+
+def _nodes(ray: ModuleType) -> list[dict[str, float]] | None:
+    """The resources of each live node, or ``None`` if this connection cannot list them."""
+    try:
+        return [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive", True)]
+    except Exception:
+        return None
+
+
+def _node_slots(resources: dict[str, float], options: RayOptions) -> int:
+    """Workers of ``options``' CPUs (and memory) that fit on a node with ``resources``."""
+    slots = int(float(resources.get("CPU", 0)) / options.worker_cpus + 1e-9)
+    if options.worker_memory:
+        slots = min(slots, int(float(resources.get("memory", 0)) / options.worker_memory + 1e-9))
+    return slots
 
 
 def _check_reachable(address: str) -> None:

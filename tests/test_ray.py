@@ -35,6 +35,7 @@ from fitpilot.ray_backend import (
     import_ray,
     parse_memory,
     ray_options,
+    worker_slots,
 )
 from tests.bundles import write_random_bundle
 from tests.ray_tasks import CRASH_MARKER, DIE_ON_START, counting_env
@@ -236,11 +237,14 @@ def test_an_unreachable_cluster_fails_fast_with_one_line(monkeypatch: pytest.Mon
 
 
 def test_requests_larger_than_the_local_instance_are_refused() -> None:
-    with pytest.raises(RayBackendError, match="the largest Ray node has 2"):
+    with pytest.raises(RayBackendError, match="asks for 4 CPUs .*, more than any Ray node has"):
         check_capacity(ray, RayOptions(worker_cpus=4), 1, "benchmark runs")
-    with pytest.raises(RayBackendError, match="3 environments .* need 3 CPUs"):
+    with pytest.raises(RayBackendError, match="and 1024 GB .*more than any Ray node has"):
+        check_capacity(ray, RayOptions(worker_memory=2**40), 1, "benchmark runs")
+    with pytest.raises(RayBackendError, match="3 environments of 1 CPU .* fits 2; lower"):
         check_capacity(ray, RayOptions(), 3, "environments")
     check_capacity(ray, RayOptions(worker_cpus=0.5), 4, "environments")
+    assert worker_slots(ray, RayOptions(worker_cpus=0.5)) == 4
 
 
 @pytest.mark.parametrize(
@@ -250,7 +254,7 @@ def test_requests_larger_than_the_local_instance_are_refused() -> None:
         (["benchmark", "--backend", "ray", "--jobs", "2"], "error: --jobs is for the local"),
         (["benchmark", "--backend", "ray", "--worker-memory", "lots"], "error: bad --worker-mem"),
         (["train", "--backend", "spark"], "error: unknown --backend 'spark'"),
-        (["train", "--backend", "ray", "--n-envs", "3"], "error: 3 environments (--n-envs)"),
+        (["train", "--backend", "ray", "--n-envs", "3"], "error: 3 environments (--n-envs) of"),
     ],
 )
 def test_bad_backend_options_are_one_line_and_exit_2(
