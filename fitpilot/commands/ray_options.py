@@ -15,7 +15,7 @@ Backend = Annotated[
     typer.Option(
         "--backend",
         help="local: processes on this machine (default). ray: Ray workers, on a local Ray "
-        "instance or the cluster at --ray-address / RAY_ADDRESS (pip install 'fitpilot[ray]').",
+        "instance or the cluster at --ray-address / RAY_ADDRESS (pip install 'fitpilot\\[ray]').",
     ),
 ]
 RayAddress = Annotated[
