@@ -8,6 +8,7 @@ about a second; the benchmark and training tests use the tiny tasks of
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import threading
 import time
@@ -219,6 +220,15 @@ def test_backend_options_memory_sizes_and_bad_input() -> None:
         ray_options("ray", worker_cpus=0)
     with pytest.raises(RayBackendError, match="unknown --backend 'spark'"):
         ray_options("spark")
+
+
+def test_the_local_backend_does_not_import_ray() -> None:
+    code = (
+        "import sys; import fitpilot.cli, fitpilot.experiments.benchmark, fitpilot.agents.train, "
+        "fitpilot.agents.vecenv, fitpilot.ray_backend; "
+        "fitpilot.ray_backend.ray_options('local'); assert 'ray' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
 def test_a_missing_ray_install_says_how_to_get_it(monkeypatch: pytest.MonkeyPatch) -> None:
