@@ -2,7 +2,9 @@
 #   make setup   create .venv: torch (CPU build) first, then fitpilot with its dev extras
 #   make test    set-up, then every test (slow ones included)
 #   make lint    ruff
-#   make demo    set-up, then the main job
+#   make demo    set-up, then the main job: the pretrained controller against Keras'
+#                heuristics on the holdout suite (3 seeds x lr x0.1, x1, x10), report in demo/
+#   make pretrained  set-up, then train the shipped controller from scratch (fixed seed)
 # Set-up reruns only when pyproject.toml changes (or .venv is removed).
 
 PYTHON ?= python3
@@ -25,7 +27,7 @@ define pip_install
 	  || { sed '/^WARNING: Location .* is ignored/d' $(VENV)/pip.log >&2; exit 1; }
 endef
 
-.PHONY: setup test lint demo
+.PHONY: setup test lint demo pretrained
 
 setup: $(STAMP)
 
@@ -46,5 +48,14 @@ test: setup
 lint: setup
 	$(BIN)/ruff check .
 
+DEMO_OUT ?= demo
 demo: setup
-	$(BIN)/fitpilot tasks --suite holdout
+	$(BIN)/fitpilot benchmark --controller pretrained --suite holdout --seeds 3 \
+	  --lr-factors 0.1,1,10 --oracle-grid 7 --jobs 2 --out $(DEMO_OUT) --force
+	@echo "demo: open $(DEMO_OUT)/report.md"
+
+PRETRAINED_RUN ?= runs/pretrained
+pretrained: setup
+	$(BIN)/fitpilot train --config experiments/configs/pretrained.yaml --out $(PRETRAINED_RUN) --force
+	cp $(PRETRAINED_RUN)/controller.zip controller/pretrained/controller.zip
+	@echo "pretrained: controller/pretrained/controller.zip updated from $(PRETRAINED_RUN)"
