@@ -76,6 +76,7 @@ def benchmark(
         parse_strategies,
     )
     from fitpilot.ray_backend import ray_options, session
+    from fitpilot.runtime import configure
 
     names = parse_strategies(strategies)
     factors = parse_lr_factors(lr_factors)
@@ -95,6 +96,8 @@ def benchmark(
     task_list = resolve_tasks(suite, tasks, default="holdout")
     task_source = tasks or suite or "holdout"
 
+    threads = ray.threads if ray is not None else default_threads(jobs)
+    configure(threads)  # before anything here imports TensorFlow: quiet, pools sized
     controller_source = controller_hash = None
     if "learned" in names:
         from fitpilot.experiments.runs import controller_hash as hash_of
@@ -122,7 +125,6 @@ def benchmark(
         f"{len(settings.run_keys())} runs; {_workers(jobs, ray)}; store {out / 'runs.jsonl'}",
         err=True,
     )
-    threads = ray.threads if ray is not None else default_threads(jobs)
     config = WorkerConfig(task_source, controller_source, controller_hash, threads)
     with contextlib.nullcontext() if ray is None else session(ray):
         report = run_benchmark(
