@@ -276,7 +276,28 @@ def _to_tensor(array: np.ndarray) -> tf.Tensor:
 # --- the fast path: a whole epoch in one tf.function ---------------------------------
 
 
-class FastEpochRunner:
+class _ModelAccess:
+    """What both runners do the same way on their ``model`` and ``_snapshot``."""
+
+    model: keras.Model
+    _snapshot: WeightSnapshot
+
+    @property
+    def learning_rate(self) -> float:
+        return get_learning_rate(self.model.optimizer)
+
+    @learning_rate.setter
+    def learning_rate(self, value: float) -> None:
+        set_learning_rate(self.model.optimizer, value)
+
+    def remember_weights(self) -> None:
+        self._snapshot.remember()
+
+    def restore_weights(self) -> None:
+        self._snapshot.restore()
+
+
+class FastEpochRunner(_ModelAccess):
     """Runs an epoch of an in-memory :class:`TrainingTask` inside one compiled graph.
 
     The model is built and compiled once (``task.compiled_model()``); the epoch
@@ -413,20 +434,6 @@ class FastEpochRunner:
         self.epoch += 1
         return dict(zip(self._keys["epoch"], values.numpy().tolist(), strict=True))
 
-    @property
-    def learning_rate(self) -> float:
-        return get_learning_rate(self.model.optimizer)
-
-    @learning_rate.setter
-    def learning_rate(self, value: float) -> None:
-        set_learning_rate(self.model.optimizer, value)
-
-    def remember_weights(self) -> None:
-        self._snapshot.remember()
-
-    def restore_weights(self) -> None:
-        self._snapshot.restore()
-
     def evaluate_test(self) -> Logs:
         values = self.test_function()
         return dict(zip(self._keys["test"], values.numpy().tolist(), strict=True))
@@ -529,7 +536,7 @@ def _float_logs(logs: dict[str, Any]) -> Logs:
     return out
 
 
-class FitEpochRunner:
+class FitEpochRunner(_ModelAccess):
     """Wraps any compiled Keras model and any ``fit`` input, one epoch per call.
 
     Drives the user's own ``model.fit(**fit_kwargs)`` in a worker thread and pauses
@@ -600,20 +607,6 @@ class FitEpochRunner:
         logs = self._worker.next_epoch()
         self.epoch += 1
         return logs
-
-    @property
-    def learning_rate(self) -> float:
-        return get_learning_rate(self.model.optimizer)
-
-    @learning_rate.setter
-    def learning_rate(self, value: float) -> None:
-        set_learning_rate(self.model.optimizer, value)
-
-    def remember_weights(self) -> None:
-        self._snapshot.remember()
-
-    def restore_weights(self) -> None:
-        self._snapshot.restore()
 
     def evaluate_test(self) -> Logs:
         """``model.evaluate`` on ``test_data`` (fit stays paused meanwhile)."""
