@@ -24,6 +24,8 @@ import yaml
 
 from fitpilot.controller.actions import (
     ACTIONS_VERSION,
+    DEFAULT_MAX_LR,
+    DEFAULT_MIN_LR,
     ActionScheme,
     ContinuousActions,
     DiscreteActions,
@@ -65,8 +67,8 @@ class EnvSettings:
     epoch_cost: float = 0.01
     divergence_penalty: float = 1.0
     lr_factor_range: tuple[float, float] = (0.01, 100.0)
-    min_lr: float = 1e-7
-    max_lr: float = 10.0
+    min_lr: float = DEFAULT_MIN_LR
+    max_lr: float = DEFAULT_MAX_LR
     actions: dict[str, Any] = field(
         default_factory=lambda: {"kind": "discrete", "factors": [1 / 3, 1.0, 3.0]}
     )

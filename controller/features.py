@@ -70,7 +70,10 @@ class FeaturizerConfig:
             )
         unknown = set(data) - set(cls.__dataclass_fields__)
         if unknown:
-            raise FeaturizerError(f"unknown featurizer settings {sorted(unknown)}")
+            known = sorted(set(cls.__dataclass_fields__) - {"version"})
+            raise FeaturizerError(
+                f"unknown featurizer settings {sorted(unknown)}; known: {', '.join(known)}"
+            )
         return cls(**data)
 
 
