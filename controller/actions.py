@@ -171,9 +171,16 @@ def apply_decision(
     Returns the new learning rate. A stop decision leaves the lr unchanged.
     """
     lr = get_learning_rate(optimizer)
-    if decision.stop:
-        return lr
-    new_lr = min(max(lr * decision.factor, min_lr), max_lr)
+    new_lr = next_learning_rate(lr, decision, min_lr, max_lr)
     if new_lr != lr:
         set_learning_rate(optimizer, new_lr)
     return new_lr
+
+
+def next_learning_rate(
+    lr: float, decision: Decision, min_lr: float = 0.0, max_lr: float = math.inf
+) -> float:
+    """``lr`` times ``decision.factor``, clamped to ``[min_lr, max_lr]``; ``lr`` on a stop."""
+    if decision.stop:
+        return lr
+    return min(max(lr * decision.factor, min_lr), max_lr)

@@ -27,6 +27,7 @@ from fitpilot.controller.actions import (
     DEFAULT_MIN_LR,
     ActionScheme,
     DiscreteActions,
+    next_learning_rate,
 )
 from fitpilot.controller.features import Featurizer, FeaturizerConfig
 from fitpilot.envs.runner import EpochRunner, make_runner
@@ -118,7 +119,6 @@ class KerasTrainingEnv(gymnasium.Env):
         obs, _, terminated, info = self._train_epoch(lr)
         if terminated:  # diverged in the first epoch: the episode still has to start
             info["diverged_at_reset"] = True
-        self._done = terminated
         return obs, info
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
@@ -129,8 +129,10 @@ class KerasTrainingEnv(gymnasium.Env):
         if decision.stop or self._done:
             obs = self._last_obs
             return obs, 0.0, True, False, self._info(final=True)
-        lr = min(max(self.runner.learning_rate * decision.factor, self.min_lr), self.max_lr)
-        self.runner.learning_rate = lr
+        previous = self.runner.learning_rate
+        lr = next_learning_rate(previous, decision, self.min_lr, self.max_lr)
+        if lr != previous:
+            self.runner.learning_rate = lr
         obs, reward, terminated, info = self._train_epoch(lr)
         return obs, reward, terminated, False, info
 
