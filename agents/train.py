@@ -31,6 +31,8 @@ import yaml
 
 from fitpilot.agents.config import TrainConfig, TrainError, run_differences
 from fitpilot.controller.bundle import save_bundle
+from fitpilot.errors import first_line
+from fitpilot.jsonable import jsonable
 
 CHECKPOINT_PREFIX = "rl_model"
 _CHECKPOINT = re.compile(rf"{CHECKPOINT_PREFIX}_(\d+)_steps\.zip$")
@@ -240,7 +242,7 @@ class _Session:
                 model.load_replay_buffer(str(self.checkpoint.replay_buffer))
         except Exception as exc:  # zip, pickle and torch errors all mean "unreadable"
             raise TrainError(
-                f"cannot read checkpoint {path} ({type(exc).__name__}: {_first_line(exc)}); "
+                f"cannot read checkpoint {path} ({type(exc).__name__}: {first_line(exc)}); "
                 f"delete it to resume from an earlier one"
             ) from exc
         model.set_random_seed(self.config.seed + model.num_timesteps)
@@ -309,7 +311,7 @@ class _Session:
             "last_evaluation_episodes": evaluation.last_rows,
             "evaluations": evaluations,
         }
-        self.folder.summary.write_text(json.dumps(_finite(summary), indent=2))
+        self.folder.summary.write_text(json.dumps(jsonable(summary), indent=2))
         echo(
             f"{steps} steps in {wall:.1f} s ({summary['env_steps_per_second']} env steps/s); "
             f"bundle {self.folder.bundle} ({digest})"
@@ -377,24 +379,11 @@ def new_model(config: TrainConfig, venv: Any, tensorboard_log: str | None = None
             **algorithm_kwargs(config),
         )
     except (TypeError, ValueError, AssertionError) as exc:
-        raise TrainError(f"bad {config.algo.upper()} hyperparameters: {_first_line(exc)}") from exc
+        raise TrainError(f"bad {config.algo.upper()} hyperparameters: {first_line(exc)}") from exc
     if config.stop_bias:
         with torch.no_grad():  # stop is the last unit: a logit, or a Gaussian mean
             model.policy.action_net.bias[-1] += config.stop_bias
     return model
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0][:300] if lines else type(exc).__name__
 
-
-def _finite(value: Any) -> Any:
-    """``value`` with NaN and inf floats replaced by None (strict JSON)."""
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

@@ -64,7 +64,7 @@ class Bundle:
 
     def manifest(self) -> dict[str, Any]:
         """The JSON manifest without the content hash."""
-        from fitpilot import __version__
+        from fitpilot._version import __version__
 
         return {
             "format": BUNDLE_FORMAT,

@@ -168,7 +168,7 @@ class LearnedController(keras.callbacks.Callback):
     @classmethod
     def pretrained(cls, **kwargs: Any) -> LearnedController:
         """The controller that ships with this fitpilot; ``kwargs`` as in the constructor."""
-        from fitpilot import __version__
+        from fitpilot._version import __version__
 
         resource = importlib.resources.files("fitpilot.controller").joinpath(PRETRAINED)
         if not resource.is_file():

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from fitpilot.errors import FitpilotError
+from fitpilot.errors import FitpilotError, first_line
 
 if TYPE_CHECKING:
     import keras
@@ -113,7 +113,7 @@ class TrainingTask:
             except Exception as exc:
                 raise TaskError(
                     f"task {self.name!r}: load_data() failed: {type(exc).__name__}: "
-                    f"{_first_line(exc)}; fix load_data"
+                    f"{first_line(exc)}; fix load_data"
                 ) from exc
             _check_splits(self.name, data)
             self._cache["data"] = data
@@ -171,7 +171,7 @@ class TrainingTask:
         except Exception as exc:
             raise TaskError(
                 f"task {self.name!r}: build_model() failed: {type(exc).__name__}: "
-                f"{_first_line(exc)}; fix build_model"
+                f"{first_line(exc)}; fix build_model"
             ) from exc
         if not isinstance(model, keras.Model):
             raise TaskError(
@@ -184,7 +184,7 @@ class TrainingTask:
         except Exception as exc:
             raise TaskError(
                 f"task {self.name!r}: the model does not accept inputs of shape "
-                f"{data.train.x.shape[1:]} ({_first_line(exc)}); fix build_model or the data"
+                f"{data.train.x.shape[1:]} ({first_line(exc)}); fix build_model or the data"
             ) from exc
         _check_targets(self.name, self.loss, tuple(prediction.shape[1:]), data)
         try:
@@ -193,7 +193,7 @@ class TrainingTask:
             raise TaskError(
                 f"task {self.name!r}: loss {self.loss!r} fails on the model output of shape "
                 f"{tuple(prediction.shape[1:])} and targets of shape {data.train.y.shape[1:]} "
-                f"({_first_line(exc)}); fix the output layer, the targets or the loss"
+                f"({first_line(exc)}); fix the output layer, the targets or the loss"
             ) from exc
         if not np.isfinite(value):
             raise TaskError(
@@ -253,9 +253,6 @@ def _check_targets(
         )
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__
 
 
 def _check_splits(name: str, data: Any) -> None:
@@ -351,11 +348,11 @@ def _import_tasks(spec: str) -> list[TrainingTask]:
                 f"add that folder to PYTHONPATH"
             ) from exc
         raise TaskError(
-            f"importing {module_name!r} failed: {_first_line(exc)}; install the missing package"
+            f"importing {module_name!r} failed: {first_line(exc)}; install the missing package"
         ) from exc
     except Exception as exc:
         raise TaskError(
-            f"importing {module_name!r} failed: {type(exc).__name__}: {_first_line(exc)}; "
+            f"importing {module_name!r} failed: {type(exc).__name__}: {first_line(exc)}; "
             f"fix the module"
         ) from exc
     if not hasattr(module, attribute):
@@ -369,7 +366,7 @@ def _import_tasks(spec: str) -> list[TrainingTask]:
             value = value()
         except Exception as exc:
             raise TaskError(
-                f"calling {spec!r} failed: {type(exc).__name__}: {_first_line(exc)}; it "
+                f"calling {spec!r} failed: {type(exc).__name__}: {first_line(exc)}; it "
                 f"must take no arguments and return a TrainingTask or a list of them"
             ) from exc
     if isinstance(value, TrainingTask):

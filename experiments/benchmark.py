@@ -13,7 +13,6 @@ in whichever process runs the training.
 from __future__ import annotations
 
 import multiprocessing
-import os
 import signal
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -193,7 +192,3 @@ class _progress_bar:
         if self._progress is not None:
             self._progress.stop()
 
-
-def default_threads(jobs: int) -> int:
-    """TensorFlow threads per process: the cores shared out among ``jobs`` processes."""
-    return max(1, (os.cpu_count() or 1) // max(1, jobs))

@@ -9,37 +9,18 @@ Non-finite numbers are written as ``null``: the file is strict JSON.
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-import numpy as np
-
 from fitpilot.experiments.settings import BenchmarkError, RunKey, Settings
+from fitpilot.jsonable import jsonable
 
 STORE_FILE = "runs.jsonl"
 RUN_FIELDS = ("task", "seed", "lr_factor", "strategy", "test_loss", "epochs", "budget")
 
-
-def jsonable(value: Any) -> Any:
-    """``value`` as plain JSON types: numpy and dataclasses converted, NaN and inf as ``None``."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        value = dataclasses.asdict(value)
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | np.ndarray):
-        return [jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    return str(value)
 
 
 def store_path(directory: str | Path) -> Path:

@@ -13,9 +13,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from fitpilot._version import __version__
 from fitpilot.runtime import quiet_environment
-
-__version__ = "0.1.0"
 
 quiet_environment()
 

@@ -1,4 +1,7 @@
-"""The one exception type that the command line turns into a one-line error."""
+"""The one exception root that the command line turns into a one-line error, and its helpers.
+
+A leaf module: it imports nothing of fitpilot, so every layer may use it.
+"""
 
 from __future__ import annotations
 
@@ -9,3 +12,12 @@ class FitpilotError(Exception):
     The command line prints it as one line (``error: <message>``) and exits
     with status 2, without a traceback.
     """
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of ``exc``'s message, cut at ``limit`` characters (its type name if empty).
+
+    For quoting a third-party exception inside a one-line :class:`FitpilotError`.
+    """
+    lines = str(exc).strip().splitlines()
+    return lines[0][:limit] if lines else type(exc).__name__

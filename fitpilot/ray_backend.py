@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from fitpilot.errors import FitpilotError
+from fitpilot.errors import FitpilotError, first_line
 
 BACKENDS = ("local", "ray")
 #: The environment variable Ray (and ``ray job submit``) read for a cluster address.
@@ -167,7 +167,7 @@ def connect(options: RayOptions) -> tuple[ModuleType, bool]:
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
         raise RayBackendError(
-            f"cannot connect to {where}: {_first_line(exc)}; check --ray-address / "
+            f"cannot connect to {where}: {first_line(exc)}; check --ray-address / "
             f"{ADDRESS_VARIABLE} (e.g. auto, HOST:6379 or ray://HOST:10001), "
             f"or unset both for a local instance"
         ) from exc
@@ -257,6 +257,3 @@ def _check_reachable(address: str) -> None:
         ) from exc
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0][:300] if lines else type(exc).__name__

@@ -26,12 +26,15 @@ def quiet_environment() -> None:
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
 
-def default_threads() -> int:
-    """Threads per process: ``FITPILOT_THREADS`` if set, else all cores (at least 1)."""
+def default_threads(processes: int = 1) -> int:
+    """Threads per process when ``processes`` share the machine (at least 1).
+
+    ``FITPILOT_THREADS`` if set, else the cores shared out among ``processes``.
+    """
     value = os.environ.get("FITPILOT_THREADS")
     if value:
         return max(1, int(value))
-    return max(1, os.cpu_count() or 1)
+    return max(1, (os.cpu_count() or 1) // max(1, processes))
 
 
 def configure(threads: int | None = None) -> int:

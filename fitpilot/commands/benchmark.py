@@ -64,9 +64,9 @@ def benchmark(
     worker_memory: WorkerMemory = None,
 ) -> None:
     """Train every strategy on every cell (task x start lr x seed), store the runs, report."""
-    from fitpilot import __version__
+    from fitpilot._version import __version__
     from fitpilot.envs.tasks import resolve_tasks
-    from fitpilot.experiments.benchmark import WorkerConfig, default_threads, run_benchmark
+    from fitpilot.experiments.benchmark import WorkerConfig, run_benchmark
     from fitpilot.experiments.settings import (
         BenchmarkError,
         Settings,
@@ -76,7 +76,7 @@ def benchmark(
         parse_strategies,
     )
     from fitpilot.ray_backend import ray_options, session
-    from fitpilot.runtime import configure
+    from fitpilot.runtime import configure, default_threads
 
     names = parse_strategies(strategies)
     factors = parse_lr_factors(lr_factors)
