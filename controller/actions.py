@@ -8,7 +8,7 @@ Both are versioned and serialised into the controller bundle.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -183,4 +183,25 @@ def next_learning_rate(
     """``lr`` times ``decision.factor``, clamped to ``[min_lr, max_lr]``; ``lr`` on a stop."""
     if decision.stop:
         return lr
-    return min(max(lr * decision.factor, min_lr), max_lr)
+    return clamp_learning_rate(lr * decision.factor, min_lr, max_lr)
+
+
+def clamp_learning_rate(lr: float, min_lr: float = 0.0, max_lr: float = math.inf) -> float:
+    """``lr`` clamped to ``[min_lr, max_lr]`` (the environment and the callback share it)."""
+    return min(max(lr, min_lr), max_lr)
+
+
+def is_divergent(logs: Mapping[str, Any], keys: Iterable[str] = ("loss",)) -> bool:
+    """Whether an epoch diverged: one of ``keys`` of its ``logs`` is missing, NaN or inf.
+
+    The one divergence rule of the training environment and the deployed callback.
+    The callback leaves out of ``keys`` the validation keys of an epoch Keras did not
+    validate (``validation_freq > 1``); the environment validates every epoch.
+    """
+    for key in keys:
+        try:
+            if not math.isfinite(float(logs[key])):
+                return True
+        except (KeyError, TypeError, ValueError):
+            return True
+    return False
