@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from fitpilot.cli import COMMAND_MODULES
+from tests.commandline import FITPILOT
 
 HEAVY = ("tensorflow", "keras", "torch", "stable_baselines3")
-FITPILOT = Path(sys.executable).with_name("fitpilot")  # the console script of this venv
 
 
 def run_python(code: str) -> subprocess.CompletedProcess[str]:
