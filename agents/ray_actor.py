@@ -19,6 +19,8 @@ from typing import Any
 
 import gymnasium
 
+from fitpilot.runtime import configure
+
 #: One step's result: observation, reward, done, info, reset info (None without a reset).
 StepResult = tuple[Any, float, bool, dict[str, Any], "dict[str, Any] | None"]
 
@@ -28,8 +30,6 @@ class EnvActor:
 
     def __init__(self, env_fn: Callable[[], gymnasium.Env], threads: int | None = None) -> None:
         if threads is not None:
-            from fitpilot.runtime import configure
-
             configure(threads)  # before the factory imports TensorFlow
         self.env = env_fn()
 

@@ -41,6 +41,7 @@ from stable_baselines3.common.vec_env.base_vec_env import (
 
 from fitpilot.agents.config import TrainConfig
 from fitpilot.agents.ray_actor import EnvActor
+from fitpilot.agents.vecenv import make_env
 from fitpilot.ray_backend import (
     RayBackendError,
     RayOptions,
@@ -76,6 +77,7 @@ class RayVecEnv(VecEnv):
         threads: int | None = None,
     ) -> None:
         self._ray = import_ray()
+        # ray is an optional extra: import from it once import_ray() has said it is there
         from ray.exceptions import RayActorError
 
         self._actor_error = RayActorError
@@ -286,8 +288,6 @@ def make_ray_workers(
     config: TrainConfig, options: RayOptions, n_envs: int | None = None
 ) -> VecEnv:
     """``n_envs`` monitored training environments as Ray actors (connects to Ray if needed)."""
-    from fitpilot.agents.vecenv import make_env
-
     n_envs = n_envs or config.n_envs
     ray, _ = connect(options)
     check_capacity(ray, options, n_envs, "environments (--n-envs)")
