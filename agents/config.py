@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import copy
 import inspect
+import re
+import types
+import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
@@ -44,6 +47,26 @@ ACTIVATIONS = ("tanh", "relu")
 
 class TrainError(FitpilotError):
     """A training recipe, run folder or checkpoint that cannot be used."""
+
+
+class RecipeLoader(yaml.SafeLoader):
+    """YAML that reads numbers as people write them: ``1e-4`` and ``2E3`` are floats.
+
+    PyYAML follows YAML 1.1, where a float needs a dot (``1.0e-4``) and ``1e-4``
+    is the string ``"1e-4"``; YAML 1.2 and Python read it as a float, as here.
+    """
+
+
+RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def load_yaml(text: str) -> Any:
+    """A recipe's YAML text (file, ``config.yaml`` or a ``key=value`` value) as Python data."""
+    return yaml.load(text, Loader=RecipeLoader)  # noqa: S506 (a SafeLoader)
 
 
 @dataclass
@@ -165,22 +188,12 @@ class TrainConfig:
     def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
         data = dict(data)
         _refuse_unknown("config", data, [f.name for f in fields(cls)])
-        env = dict(data.pop("env", None) or {})
+        env = data.pop("env", None) or {}
+        if not isinstance(env, Mapping):
+            raise TrainError(f"env must be a mapping of key: value, got {env!r}")
         _refuse_unknown("env", env, [f.name for f in fields(EnvSettings)])
-        try:
-            if "lr_factor_range" in env:
-                low, high = env["lr_factor_range"]
-                env["lr_factor_range"] = (float(low), float(high))
-            if "eval_factors" in data:
-                data["eval_factors"] = tuple(float(v) for v in data["eval_factors"])
-            for name in _INT_FIELDS:
-                if name in data:
-                    data[name] = _as_int(name, data[name])
-            if "frame_stack" in env:
-                env["frame_stack"] = _as_int("env.frame_stack", env["frame_stack"])
-            return cls(**data, env=EnvSettings(**env))
-        except (TypeError, ValueError) as exc:
-            raise TrainError(f"bad training config: {exc}") from exc
+        settings = EnvSettings(**_typed(EnvSettings, env, "env."))
+        return cls(**_typed(cls, data), env=settings)
 
     def check(self) -> None:
         """Raise :class:`TrainError` for values that cannot work (not the hp keys, see below)."""
@@ -209,7 +222,7 @@ def algorithm_defaults(algo: str) -> dict[str, Any]:
     if algo not in ALGORITHMS:
         raise TrainError(f"unknown algorithm {algo!r}; use one of {', '.join(ALGORITHMS)}")
     text = resources.files("fitpilot.agents").joinpath(f"hyperparams/{algo}.yaml").read_text()
-    data = yaml.safe_load(text)
+    data = load_yaml(text)
     return {
         "hp": dict(data["hyperparams"]),
         "hyperparams_version": int(data["version"]),
@@ -218,7 +231,10 @@ def algorithm_defaults(algo: str) -> dict[str, Any]:
 
 
 def parse_overrides(items: Iterable[str], option: str) -> dict[str, Any]:
-    """``["a=1", "b.c=[1, 2]"]`` -> ``{"a": 1, "b": {"c": [1, 2]}}`` (values: YAML)."""
+    """``["a=1", "b.c=[1e-4, 2]"]`` -> ``{"a": 1, "b": {"c": [0.0001, 2]}}`` (values: YAML).
+
+    ``option`` names the source in error messages (the command line passes ``"--hp"``).
+    """
     result: dict[str, Any] = {}
     for item in items:
         key, sep, text = item.partition("=")
@@ -226,7 +242,7 @@ def parse_overrides(items: Iterable[str], option: str) -> dict[str, Any]:
         if not sep or not key:
             raise TrainError(f"{option} takes key=value, got {item!r}")
         try:
-            value = yaml.safe_load(text)
+            value = load_yaml(text)
         except yaml.YAMLError as exc:
             raise TrainError(f"{option} {item!r}: the value is not valid YAML ({exc})") from exc
         target = result
@@ -246,7 +262,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     """
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = load_yaml(path.read_text())
     except OSError as exc:
         raise TrainError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
     except yaml.YAMLError as exc:
@@ -274,14 +290,18 @@ def build_config(
         for key, other in (("suite", "tasks"), ("tasks", "suite")):
             if layer.get(key) is not None and layer.get(other) is None:
                 merged.pop(other, None)  # a layer naming one of them replaces the other
-        kind = ((layer.get("env") or {}).get("actions") or {}).get("kind")
+        for key in ("hp", "env"):
+            if layer.get(key) is not None and not isinstance(layer[key], Mapping):
+                raise TrainError(f"{key} must be a mapping of key: value, got {layer[key]!r}")
+        actions = (layer.get("env") or {}).get("actions")
+        if not isinstance(actions, Mapping | None):
+            raise TrainError(f"env.actions must be a mapping of key: value, got {actions!r}")
+        kind = (actions or {}).get("kind")
         if kind and kind != merged.get("env", {}).get("actions", {}).get("kind", "discrete"):
             merged.get("env", {}).pop("actions", None)  # another scheme: drop the old settings
         for key, value in layer.items():
             if value is None:
                 continue
-            if key in ("hp", "env") and not isinstance(value, Mapping):
-                raise TrainError(f"{key} must be a mapping of key: value, got {value!r}")
             merged[key] = _deep_merge(merged.get(key, {}), value) if key in ("hp", "env") else value
     algo = str(merged.get("algo", "ppo")).lower()
     defaults = algorithm_defaults(algo)
@@ -357,25 +377,49 @@ def algorithm_class(algo: str) -> type:
     }[algo]
 
 
-_INT_FIELDS = (
-    "timesteps",
-    "n_envs",
-    "seed",
-    "eval_every",
-    "checkpoint_every",
-    "hyperparams_version",
-)
+def _typed(cls: type, data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``data`` with each value checked against, and converted to, its field type in ``cls``.
+
+    Integers are accepted for floats, and whole floats (``1e5``) for integers;
+    nothing else is converted (a string is never a number).
+    """
+    hints = typing.get_type_hints(cls)
+    return {key: _convert(f"{prefix}{key}", value, hints[key]) for key, value in data.items()}
 
 
-def _as_int(name: str, value: Any) -> int:
-    """An integer from YAML (``1e5`` reads as a string, ``100000.0`` as a float)."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = float("nan")
-    if not number.is_integer():
-        raise TrainError(f"{name} must be an integer, got {value!r}")
-    return int(number)
+def _convert(name: str, value: Any, kind: Any) -> Any:
+    """``value`` as the type ``kind`` (float, int, bool, str, X | None, tuple[...], dict)."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (kind,) = [arg for arg in args if arg is not type(None)]
+        return _convert(name, value, kind)
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if origin is tuple:
+        items = [args[0]] * len(value) if args[-1] is Ellipsis else list(args)
+        if isinstance(value, list | tuple) and len(value) == len(items):
+            pairs = enumerate(zip(value, items, strict=True))
+            return tuple(_convert(f"{name}[{i}]", v, k) for i, (v, k) in pairs)
+        count = "" if args[-1] is Ellipsis else f"{len(args)} "
+        raise TrainError(f"{name} must be a list of {count}{_PLURALS[args[0]]}, got {value!r}")
+    if origin is dict:
+        if isinstance(value, Mapping):
+            return dict(value)
+        raise TrainError(f"{name} must be a mapping of key: value, got {value!r}")
+    if kind is float and number:
+        return float(value)
+    if kind is int and number and float(value).is_integer():
+        return int(value)
+    if kind in (bool, str) and isinstance(value, kind):
+        return value
+    if kind is Any:
+        return value
+    raise TrainError(f"{name} must be {_KINDS[kind]}, got {value!r}")
+
+
+_KINDS = {float: "a number", int: "an integer", bool: "true or false", str: "a string"}
+_PLURALS = {float: "numbers", int: "integers", bool: "booleans", str: "strings"}
 
 
 def _parameters(function: Any, reserved: Iterable[str]) -> list[str]:

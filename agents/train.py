@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from fitpilot.agents.config import TrainConfig, TrainError, run_differences
+from fitpilot.agents.config import TrainConfig, TrainError, load_yaml, run_differences
 from fitpilot.controller.bundle import save_bundle
 from fitpilot.errors import first_line
 from fitpilot.jsonable import jsonable
@@ -66,7 +66,7 @@ class RunFolder:
         if not self.config.is_file():
             return None
         try:
-            data = yaml.safe_load(self.config.read_text())
+            data = load_yaml(self.config.read_text())
         except (OSError, yaml.YAMLError) as exc:
             raise TrainError(f"cannot read {self.config} ({exc}); fix it or use --force") from exc
         if not isinstance(data, dict):
@@ -155,7 +155,7 @@ def train(
     :func:`fitpilot.agents.ray_vecenv.make_ray_workers`).
     """
     from fitpilot.agents.config import check_hyperparameters
-    from fitpilot.envs.tasks import load_tasks
+    from fitpilot.envs.loading import load_tasks
     from fitpilot.runtime import configure
 
     config.check()

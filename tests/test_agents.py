@@ -20,6 +20,7 @@ from fitpilot.agents.config import (
     build_config,
     check_hyperparameters,
     parse_overrides,
+    read_config_file,
     run_differences,
 )
 from fitpilot.agents.export import ExportError, export_bundle
@@ -49,6 +50,19 @@ def test_overrides_are_yaml_values_and_dotted_keys_nest() -> None:
     ) == {"n_steps": 64, "policy_kwargs": {"net_arch": [32, 32], "activation_fn": "relu"}}
     with pytest.raises(TrainError, match="key=value"):
         parse_overrides(["n_steps"], "--hp")
+
+
+def test_numbers_read_as_written_in_overrides_and_config_files(tmp_path: Path) -> None:
+    # YAML 1.1 (PyYAML) reads 1e-4 as a string; a user and YAML 1.2 read a float.
+    assert parse_overrides(
+        ["learning_rate=1e-4", "a.b=[2E3, -1e+2, .5e1]", "c=1_000", "d=abc"], "--hp"
+    ) == {"learning_rate": 1e-4, "a": {"b": [2000.0, -100.0, 5.0]}, "c": 1000, "d": "abc"}
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("timesteps: 1e5\nhp:\n  learning_rate: 1e-4\nenv:\n  epoch_cost: 2e-2\n")
+    config = build_config(read_config_file(recipe))
+    assert config.timesteps == 100_000 and config.hp["learning_rate"] == 1e-4
+    assert config.env.epoch_cost == 0.02 and isinstance(config.env.epoch_cost, float)
+    check_hyperparameters(config)
 
 
 def test_recipe_layers_defaults_file_options_then_overrides() -> None:
@@ -85,6 +99,15 @@ def test_packaged_hyperparameters_are_accepted_by_their_algorithm(algo: str) -> 
         ({"timesteps": "many"}, "timesteps must be an integer"),
         ({"algo": "dqn", "env": {"actions": {"kind": "continuous"}}}, "DQN needs discrete"),
         ({"env": {"frame_stack": 0}}, "frame_stack must be >= 1"),
+        ({"env": {"epoch_cost": "2e-2x"}}, r"env.epoch_cost must be a number, got '2e-2x'"),
+        ({"env": {"frame_stack": 2.5}}, "env.frame_stack must be an integer, got 2.5"),
+        ({"env": {"norm_reward": "maybe"}}, "env.norm_reward must be true or false"),
+        ({"env": {"lr_factor_range": 3}}, r"env.lr_factor_range must be a list of 2 numbers"),
+        ({"env": {"lr_factor_range": [1, "a"]}}, r"env.lr_factor_range\[1\] must be a number"),
+        ({"env": {"actions": 3}}, "env.actions must be a mapping of key: value, got 3"),
+        ({"env": "x"}, "env must be a mapping"),
+        ({"eval_factors": [1, "x"]}, r"eval_factors\[1\] must be a number, got 'x'"),
+        ({"stop_bias": True}, "stop_bias must be a number, got True"),
         ({"algo": "dqn", "stop_bias": -3}, "stop_bias applies to PPO and A2C; set it to 0 for DQN"),
     ],
 )
