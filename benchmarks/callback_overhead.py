@@ -63,7 +63,7 @@ def main() -> None:
 
     from fitpilot.controller.callback import LearnedController
     from fitpilot.envs.runner import ModelResetter
-    from fitpilot.envs.tasks import load_tasks
+    from fitpilot.envs.loading import load_tasks
 
     class TimedController(LearnedController):
         """Records the wall and CPU seconds spent in its per-epoch hooks."""

@@ -149,7 +149,7 @@ def _timed_training(make: Callable[[Any], Any], config: Any, timesteps: int) -> 
     from fitpilot.agents.callbacks import RolloutTimerCallback
     from fitpilot.agents.train import new_model
     from fitpilot.agents.vecenv import wrap
-    from fitpilot.envs.tasks import load_tasks
+    from fitpilot.envs.loading import load_tasks
 
     result: dict[str, Any] = {"n_envs": config.n_envs, "n_steps": config.hp["n_steps"]}
     started = time.perf_counter()

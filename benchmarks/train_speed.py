@@ -34,7 +34,7 @@ def measure(n_envs: int, timesteps: int, suite: str, seed: int) -> dict[str, flo
     from fitpilot.agents.config import build_config
     from fitpilot.agents.train import new_model
     from fitpilot.agents.vecenv import make_workers, wrap
-    from fitpilot.envs.tasks import load_tasks
+    from fitpilot.envs.loading import load_tasks
 
     config = build_config({"suite": suite, "n_envs": n_envs, "seed": seed, "eval_every": 0})
     started = time.perf_counter()

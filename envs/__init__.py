@@ -1,6 +1,7 @@
 """Training tasks, the epoch runners and the gymnasium environment."""
 
-from fitpilot.envs.tasks import Split, TaskData, TaskError, TrainingTask, load_tasks
+from fitpilot.envs.loading import load_tasks
+from fitpilot.envs.tasks import Split, TaskData, TaskError, TrainingTask
 
 __all__ = ["Split", "TaskData", "TaskError", "TrainingTask", "load_tasks"]
 

@@ -30,8 +30,9 @@ from fitpilot.controller.actions import (
     next_learning_rate,
 )
 from fitpilot.controller.features import Featurizer, FeaturizerConfig
+from fitpilot.envs.loading import load_tasks
 from fitpilot.envs.runner import EpochRunner, make_runner
-from fitpilot.envs.tasks import TaskError, TrainingTask, load_tasks
+from fitpilot.envs.tasks import TaskError, TrainingTask
 
 ENV_ID = "fitpilot/KerasTraining-v0"
 

@@ -2,14 +2,13 @@
 
 A :class:`TrainingTask` is a small value object. Users define their own in
 Python; every command that takes tasks accepts a built-in suite name or an
-import path ``package.module:NAME`` pointing at a task or a list of tasks.
+import path ``package.module:NAME`` pointing at a task or a list of tasks
+(resolved by :mod:`fitpilot.envs.loading`). This module does not import
+TensorFlow: only building or checking a model does.
 """
 
 from __future__ import annotations
 
-import importlib
-import os
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -123,7 +122,7 @@ class TrainingTask:
         self, learning_rate: float | Any | None = None
     ) -> keras.optimizers.Optimizer:
         """A fresh optimizer at ``learning_rate`` (a float or a Keras schedule)."""
-        import keras
+        import keras  # here: tasks are defined and listed without loading TensorFlow
 
         lr = self.learning_rate if learning_rate is None else learning_rate
         if callable(self.optimizer) and not isinstance(self.optimizer, str):
@@ -160,7 +159,7 @@ class TrainingTask:
         inputs must be accepted, the output shape must match the targets for
         the task's loss, and the loss must be finite. Imports TensorFlow.
         """
-        import keras
+        import keras  # here: tasks are defined and listed without loading TensorFlow
 
         data = self.data()
         loss = self._resolve("loss", keras.losses.get, self.loss)
@@ -253,8 +252,6 @@ def _check_targets(
         )
 
 
-
-
 def _check_splits(name: str, data: Any) -> None:
     """Raise :class:`TaskError` unless ``data`` is a TaskData of three sound splits."""
     if not isinstance(data, TaskData):
@@ -298,106 +295,3 @@ def _check_splits(name: str, data: Any) -> None:
                 f"task {name!r}: the splits' {part} shapes per row differ: {shapes}; "
                 f"give every split the same shape"
             )
-
-
-def load_tasks(spec: str, check: bool = False) -> list[TrainingTask]:
-    """Resolve a built-in suite name or an import path ``package.module:NAME``.
-
-    ``NAME`` may be a :class:`TrainingTask`, a list or tuple of them, or a
-    callable returning either. Modules are looked up on ``sys.path`` and in
-    the current directory. With ``check``, each task from an import path is
-    validated with :meth:`TrainingTask.check` (builds its model; imports
-    TensorFlow); built-in suites are trusted. Raises :class:`TaskError` with
-    a fix on failure.
-    """
-    from fitpilot.envs.suites import SUITES
-
-    if ":" not in spec:
-        if spec in SUITES:
-            return list(SUITES[spec]())
-        raise TaskError(
-            f"unknown suite {spec!r}; built-in suites are {', '.join(sorted(SUITES))}, "
-            f"or give an import path such as my_package.my_module:TASKS"
-        )
-    tasks = _import_tasks(spec)
-    if check:
-        for task in tasks:
-            task.check()
-    return tasks
-
-
-def _import_tasks(spec: str) -> list[TrainingTask]:
-    """The tasks that the import path ``package.module:NAME`` points at."""
-    module_name, _, attribute = spec.partition(":")
-    if not module_name or not attribute or ":" in attribute or module_name.startswith("."):
-        raise TaskError(f"bad import path {spec!r}; write it as package.module:NAME")
-    if module_name.endswith(".py") or "/" in module_name or "\\" in module_name:
-        raise TaskError(
-            f"bad import path {spec!r}: {module_name!r} is a file name; write the module "
-            f"with dots and no .py, e.g. my_package.my_module:NAME"
-        )
-    if os.getcwd() not in sys.path:
-        sys.path.append(os.getcwd())  # like `python -m`: modules in the current directory
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and (module_name + ".").startswith(exc.name + "."):
-            raise TaskError(
-                f"cannot import module {module_name!r} from {spec!r}: no module named "
-                f"{exc.name!r}; check the name, and run from the folder that holds it or "
-                f"add that folder to PYTHONPATH"
-            ) from exc
-        raise TaskError(
-            f"importing {module_name!r} failed: {first_line(exc)}; install the missing package"
-        ) from exc
-    except Exception as exc:
-        raise TaskError(
-            f"importing {module_name!r} failed: {type(exc).__name__}: {first_line(exc)}; "
-            f"fix the module"
-        ) from exc
-    if not hasattr(module, attribute):
-        raise TaskError(
-            f"module {module_name!r} has no attribute {attribute!r} (from {spec!r}); "
-            f"check the name after the colon"
-        )
-    value = getattr(module, attribute)
-    if callable(value) and not isinstance(value, TrainingTask):
-        try:
-            value = value()
-        except Exception as exc:
-            raise TaskError(
-                f"calling {spec!r} failed: {type(exc).__name__}: {first_line(exc)}; it "
-                f"must take no arguments and return a TrainingTask or a list of them"
-            ) from exc
-    if isinstance(value, TrainingTask):
-        return [value]
-    if not isinstance(value, (list, tuple)):
-        raise TaskError(
-            f"{spec!r} is not a TrainingTask or a list of them (got {type(value).__name__}); "
-            f"point the import path at your tasks"
-        )
-    if not value:
-        raise TaskError(f"{spec!r} is an empty task list; give at least one TrainingTask")
-    for index, item in enumerate(value):
-        if not isinstance(item, TrainingTask):
-            raise TaskError(
-                f"{spec!r}: item {index} is not a TrainingTask (got {type(item).__name__}); "
-                f"give a list of TrainingTask objects"
-            )
-    names = [t.name for t in value]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise TaskError(f"{spec!r} has duplicate task names {duplicates}; give each a unique name")
-    return list(value)
-
-
-def resolve_tasks(
-    suite: str | None, tasks: str | None, default: str = "train", check: bool = False
-) -> list[TrainingTask]:
-    """The tasks named by the command-line pair ``--suite`` / ``--tasks`` (one at most).
-
-    ``check`` validates tasks from an import path, as in :func:`load_tasks`.
-    """
-    if suite and tasks:
-        raise TaskError("give --suite or --tasks, not both")
-    return load_tasks(tasks or suite or default, check=check)

@@ -43,7 +43,7 @@ class WorkerConfig:
 
     def runner(self) -> Any:
         """A :class:`~fitpilot.experiments.runs.Runner` (imports TensorFlow)."""
-        from fitpilot.envs.tasks import load_tasks
+        from fitpilot.envs.loading import load_tasks
         from fitpilot.experiments.runs import Runner, controller_factory
 
         controller = controller_factory(self.controller_source) if self.controller_source else None

@@ -22,7 +22,7 @@ _LAZY = {
     "TrainingTask": "fitpilot.envs.tasks",
     "TaskData": "fitpilot.envs.tasks",
     "Split": "fitpilot.envs.tasks",
-    "load_tasks": "fitpilot.envs.tasks",
+    "load_tasks": "fitpilot.envs.loading",
     "FitpilotError": "fitpilot.errors",
     "LearnedController": "fitpilot.controller.callback",
     "Featurizer": "fitpilot.controller.features",

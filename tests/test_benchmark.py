@@ -21,7 +21,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fitpilot.cli import app
-from fitpilot.envs.tasks import load_tasks
+from fitpilot.envs.loading import load_tasks
 from fitpilot.experiments.runs import Runner, controller_factory, epoch_orders
 from fitpilot.experiments.settings import (
     ORACLE,

@@ -13,12 +13,15 @@ import pytest
 from typer.testing import CliRunner
 
 from fitpilot.cli import app
+from fitpilot.envs.loading import check_spec, load_tasks, resolve_tasks
 from fitpilot.envs.suites import SUITES
-from fitpilot.envs.tasks import TaskError, TrainingTask, load_tasks, resolve_tasks
+from fitpilot.envs.tasks import TaskError, TrainingTask
 from tests import user_tasks
+from tests.commandline import run_fitpilot
 
 ROOT = Path(__file__).resolve().parents[1]
-BUILT_IN = [task for suite in SUITES.values() for task in suite()]
+# By name: train_v2 holds the train tasks again.
+BUILT_IN = list({task.name: task for suite in SUITES.values() for task in suite()}.values())
 
 
 def layer_types(task: TrainingTask) -> set[str]:
@@ -105,13 +108,64 @@ def test_bad_spec_raises_task_error(spec: str, message: str) -> None:
 
 
 def test_module_that_fails_to_import(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / "broken_tasks.py").write_text("raise RuntimeError('boom')\n")
-    (tmp_path / "needs_missing.py").write_text("import no_such_package_xyz\n")
+    (tmp_path / "broken_tasks.py").write_text("raise RuntimeError('boom')\nTASKS = []\n")
+    (tmp_path / "needs_missing.py").write_text("import no_such_package_xyz\nTASKS = []\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(TaskError, match=r"importing 'broken_tasks' failed: RuntimeError: boom"):
         load_tasks("broken_tasks:TASKS")
     with pytest.raises(TaskError, match=r"no_such_package_xyz.*install the missing package"):
         load_tasks("needs_missing:TASKS")
+
+
+def test_check_spec_reads_sources_without_running_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Typos in module or name are found from the files; code is never run (it would raise)."""
+    package = tmp_path / "spec_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("raise RuntimeError('the package ran')\n")
+    (package / "sub.py").write_text("TASKS = []\nraise RuntimeError('the module ran')\n")
+    (tmp_path / "spec_star.py").write_text("from tests.user_tasks import *\n")
+    (tmp_path / "spec_dynamic.py").write_text("globals()['TASKS'] = []\n")
+    (tmp_path / "spec_getattr.py").write_text("def __getattr__(name):\n    return []\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for fine in ("spec_pkg.sub:TASKS", "spec_pkg:sub", "spec_star:TASKS", "spec_dynamic:TASKS",
+                 "spec_getattr:TASKS"):
+        check_spec(fine)  # found, or cannot be told from the text: the import decides
+    refused = {
+        "spec_pkg.sub:TASK": "no attribute 'TASK' (from 'spec_pkg.sub:TASK'); did you mean "
+        "'TASKS'?",
+        "spec_pkg.nosub:TASKS": "no module named 'spec_pkg.nosub'",
+        "spec_pkg.sub.deeper:TASKS": "no module named 'spec_pkg.sub.deeper'",
+        "spec_nothing.sub:TASKS": "no module named 'spec_nothing'",
+    }
+    for spec, message in refused.items():
+        with pytest.raises(TaskError, match=re.escape(message)):
+            check_spec(spec)
+    assert not {"spec_pkg", "spec_pkg.sub"} & set(sys.modules)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["tasks", "--tasks", "tests.user_tasks:TASKZ"],
+        ["tasks", "--tasks", "tests.user_taskz:TASKS"],
+        ["train", "--tasks", "tests.user_tasks:TASKZ", "--out", "{tmp}/run"],
+        ["benchmark", "--tasks", "tests.user_tasks:TASKZ", "--out", "{tmp}/bench"],
+    ],
+    ids=lambda args: f"{args[0]}-{args[2]}",
+)
+def test_cli_reports_a_tasks_typo_before_tensorflow_loads(args: list[str], tmp_path: Path) -> None:
+    result = run_fitpilot(
+        *(arg.format(tmp=tmp_path) for arg in args), env={"PYTHONPROFILEIMPORTTIME": "1"}
+    )
+    imported = [line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()
+                if line.startswith("import time:")]
+    errors = [line for line in result.stderr.splitlines() if not line.startswith("import time:")]
+    assert result.returncode == 2 and len(errors) == 1, result.stderr[-2000:]
+    assert re.search(r"no attribute 'TASKZ'.*did you mean 'TASKS'|no module named", errors[0])
+    assert "tensorflow" not in imported and "keras" not in imported
+    assert not list(tmp_path.iterdir())  # nothing written before the check
 
 
 def test_suite_and_tasks_together_are_refused() -> None:

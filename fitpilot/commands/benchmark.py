@@ -65,7 +65,7 @@ def benchmark(
 ) -> None:
     """Train every strategy on every cell (task x start lr x seed), store the runs, report."""
     from fitpilot._version import __version__
-    from fitpilot.envs.tasks import resolve_tasks
+    from fitpilot.envs.loading import resolve_tasks
     from fitpilot.experiments.benchmark import WorkerConfig, run_benchmark
     from fitpilot.experiments.settings import (
         BenchmarkError,

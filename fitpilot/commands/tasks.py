@@ -26,12 +26,13 @@ def tasks(
     Tasks from an import path are checked first (their model is built and run
     on two rows), so a task that does not fit its data fails here, not mid-run.
     """
-    from fitpilot.envs.tasks import resolve_tasks
+    from fitpilot.envs.loading import check_spec, resolve_tasks
 
     user_tasks = tasks is not None and ":" in tasks
     if user_tasks:
         from fitpilot.runtime import configure
 
+        check_spec(tasks)  # a typo is reported before TensorFlow loads
         configure()
     for task in resolve_tasks(suite, tasks, check=user_tasks):
         data = task.data()
