@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     import keras
 
 TaskKind = Literal["classification", "regression"]
-OPTIMIZERS = ("sgd", "adam", "rmsprop")
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 
 
 class TaskError(FitpilotError):
@@ -64,12 +64,14 @@ class TrainingTask:
         load_data: returns the :class:`TaskData`; called once, then cached.
         loss: a Keras loss identifier, e.g. ``"sparse_categorical_crossentropy"``.
         metrics: Keras metric identifiers, e.g. ``("accuracy",)``.
-        optimizer: ``"sgd"``, ``"adam"`` or ``"rmsprop"``, or a callable taking a
+        optimizer: ``"sgd"``, ``"adam"``, ``"adamw"`` or ``"rmsprop"``, or a callable taking a
             learning rate and returning a Keras optimizer.
         learning_rate: the default (well-chosen) learning rate.
         batch_size: mini-batch size, in rows.
         epochs: the epoch budget.
         optimizer_kwargs: extra keyword arguments for a named optimizer (e.g. momentum).
+        tuned_learning_rate: the best constant learning rate, measured (by validation
+            loss, see ``experiments/tune_suite.py``), or ``None`` if not measured.
     """
 
     name: str
@@ -84,6 +86,7 @@ class TrainingTask:
     epochs: int = 30
     optimizer_kwargs: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    tuned_learning_rate: float | None = None
     _cache: dict[str, TaskData] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -100,6 +103,11 @@ class TrainingTask:
         if self.learning_rate <= 0 or self.batch_size <= 0 or self.epochs <= 0:
             raise TaskError(
                 f"task {self.name!r}: learning_rate, batch_size and epochs must be positive"
+            )
+        if self.tuned_learning_rate is not None and not self.tuned_learning_rate > 0:
+            raise TaskError(
+                f"task {self.name!r}: tuned_learning_rate must be positive or None, "
+                f"got {self.tuned_learning_rate}"
             )
 
     def data(self) -> TaskData:
@@ -130,6 +138,7 @@ class TrainingTask:
         classes = {
             "sgd": keras.optimizers.SGD,
             "adam": keras.optimizers.Adam,
+            "adamw": keras.optimizers.AdamW,
             "rmsprop": keras.optimizers.RMSprop,
         }
         return classes[self.optimizer](learning_rate=lr, **self.optimizer_kwargs)

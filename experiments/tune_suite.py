@@ -1,0 +1,191 @@
+"""Measure the tuned learning rate of each task of a suite (and its epoch time in the env).
+
+The tuned rate is BENCHMARK.md's v2 reference: the constant learning rate of a
+log-spaced grid of 7 factors over 4 decades around the task's default whose best
+*validation* loss, averaged over the seeds, is lowest (never the test split).
+When the winner is at an edge of the grid, the grid is extended on that side by
+the same step, one point at a time, until the winner is inside, at most two
+decades further. Each run is the benchmark's ``oracle`` run (constant rate,
+best-epoch restore) on the experiments' :class:`~fitpilot.experiments.runs.Runner`.
+
+    python -m fitpilot.experiments.tune_suite --suites train_v2,validation --jobs 2
+    python -m fitpilot.experiments.tune_suite --epoch-times --suites train_v2,validation
+
+Results go to ``experiments/tuned_rates.json`` (every mean and per-seed best
+validation loss), one task at a time, so a killed run resumes where it stopped.
+At the end the table to paste into ``envs/suites.py``'s ``TUNED_LEARNING_RATES``
+is printed. This module does not import TensorFlow; the worker processes do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing
+import statistics
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+from fitpilot.envs import load_tasks
+from fitpilot.experiments.settings import ORACLE, ORACLE_DECADES, RunKey, oracle_factors
+from fitpilot.runtime import configure, default_threads
+
+GRID_POINTS = 7
+#: The grid may grow by at most this many decades on each side.
+EXTRA_DECADES = 2.0
+DEFAULT_OUT = Path(__file__).resolve().parent / "tuned_rates.json"
+
+
+def grid_step() -> float:
+    """The ratio between neighbouring factors of the base grid (10**(2/3) for 7 over 4 decades)."""
+    return 10.0 ** (ORACLE_DECADES / (GRID_POINTS - 1))
+
+
+def _round(factor: float) -> float:
+    """4 significant digits, as :func:`~fitpilot.experiments.settings.oracle_factors`."""
+    return float(f"{factor:.4g}")
+
+
+def best_factor(scores: Mapping[float, float]) -> float:
+    """The factor with the lowest score (NaN counts as inf; ties go to the lower factor)."""
+    return min(sorted(scores), key=lambda f: scores[f] if math.isfinite(scores[f]) else math.inf)
+
+
+def extension(scores: Mapping[float, float]) -> float | None:
+    """The next factor to try, or ``None`` when the winner is inside the grid (or at its limit).
+
+    ``scores`` maps every factor tried so far to its mean best validation loss.
+    """
+    factors = sorted(scores)
+    winner = best_factor(scores)
+    limit = 10.0 ** (ORACLE_DECADES / 2 + EXTRA_DECADES) * 1.001
+    if winner == factors[0] and 1 / factors[0] * grid_step() <= limit:
+        return _round(factors[0] / grid_step())
+    if winner == factors[-1] and factors[-1] * grid_step() <= limit:
+        return _round(factors[-1] * grid_step())
+    return None
+
+
+def best_validation_loss(record: Mapping[str, Any]) -> float:
+    """The lowest finite validation loss of a run record (inf if none is finite)."""
+    finite = [v for v in record["val_loss"] if v is not None and math.isfinite(v)]
+    return min(finite) if finite else math.inf
+
+
+def tune_task(task_source: str, name: str, seeds: int, threads: int) -> dict[str, Any]:
+    """Tune one task in this process (sizes TensorFlow's threads first; imports it)."""
+    configure(threads=threads)
+    from fitpilot.experiments.runs import Runner  # imports TensorFlow: after configure
+
+    task = next(t for t in load_tasks(task_source) if t.name == name)
+    runner = Runner([task])
+    per_seed: dict[float, list[float]] = {}
+    test: dict[float, list[float]] = {}
+    start = time.perf_counter()
+
+    def measure(factor: float) -> None:
+        records = [runner.run(RunKey(name, seed, factor, ORACLE)) for seed in range(seeds)]
+        per_seed[factor] = [best_validation_loss(r) for r in records]
+        test[factor] = [r["test_loss"] for r in records]
+
+    for factor in oracle_factors(GRID_POINTS):
+        measure(factor)
+    while (factor := extension(_means(per_seed))) is not None:
+        measure(factor)
+    means = _means(per_seed)
+    winner = best_factor(means)
+    return {
+        "default_learning_rate": task.learning_rate,
+        "tuned_factor": winner,
+        "tuned_learning_rate": _round(task.learning_rate * winner),
+        "at_edge": winner in (min(means), max(means)),
+        "mean_best_val_loss": {str(f): means[f] for f in sorted(means)},
+        "best_val_loss": {str(f): per_seed[f] for f in sorted(per_seed)},
+        "test_loss_informative": {str(f): test[f] for f in sorted(test)},
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+
+
+def _means(per_seed: Mapping[float, Sequence[float]]) -> dict[float, float]:
+    return {f: statistics.fmean(values) for f, values in per_seed.items()}
+
+
+def tune(suites: Sequence[str], seeds: int, jobs: int, out: Path) -> dict[str, Any]:
+    """Tune every task of ``suites`` not yet in ``out``; write ``out`` after each task."""
+    results: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
+    results.setdefault("settings", {"grid_points": GRID_POINTS, "seeds": seeds,
+                                    "extra_decades": EXTRA_DECADES, "choice": "best val_loss"})
+    tasks = results.setdefault("tasks", {})
+    todo = [(suite, t.name) for suite in suites for t in load_tasks(suite) if t.name not in tasks]
+    todo = list(dict.fromkeys(todo))
+    threads = default_threads(processes=jobs)
+    context = multiprocessing.get_context("spawn")  # TensorFlow does not survive a fork
+    with ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=context) as pool:
+        futures = {
+            pool.submit(tune_task, suite, name, seeds, threads): (suite, name)
+            for suite, name in todo
+        }
+        for future in as_completed(futures):
+            suite, name = futures[future]
+            tasks[name] = {"suite": suite, **future.result()}
+            out.write_text(json.dumps(results, indent=1, sort_keys=True))
+            entry = tasks[name]
+            print(
+                f"{name}: x{entry['tuned_factor']:g} -> {entry['tuned_learning_rate']:g}"
+                f"{' (at the edge)' if entry['at_edge'] else ''} in {entry['seconds']} s",
+                flush=True,
+            )
+    return results
+
+
+def epoch_times(suites: Sequence[str], epochs: int = 10) -> list[tuple[str, float]]:
+    """Median milliseconds per epoch of each task in the env's runner (after 2 warm-up epochs)."""
+    configure(threads=default_threads())
+    from fitpilot.envs.runner import make_runner  # imports TensorFlow: after configure
+
+    rows = []
+    seen = set()
+    for suite in suites:
+        for task in load_tasks(suite):
+            if task.name in seen:
+                continue
+            seen.add(task.name)
+            runner = make_runner(task)
+            runner.reset(seed=0, learning_rate=task.learning_rate)
+            times = []
+            for epoch in range(epochs + 2):
+                start = time.perf_counter()
+                runner.run_epoch()
+                if epoch >= 2:
+                    times.append(1000 * (time.perf_counter() - start))
+            runner.close()
+            rows.append((task.name, statistics.median(times)))
+            print(f"{task.name:28s} {rows[-1][1]:7.1f} ms/epoch", flush=True)
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--suites", default="train_v2,validation")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--epoch-times", action="store_true", help="time epochs instead")
+    args = parser.parse_args(argv)
+    suites = [s.strip() for s in args.suites.split(",") if s.strip()]
+    if args.epoch_times:
+        epoch_times(suites)
+        return
+    results = tune(suites, args.seeds, args.jobs, args.out)
+    print("TUNED_LEARNING_RATES = {")
+    for name in sorted(results["tasks"]):
+        print(f'    "{name}": {results["tasks"][name]["tuned_learning_rate"]!r},')
+    print("}")
+
+
+if __name__ == "__main__":
+    main()
