@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import importlib.resources
 import math
+import sys
 import warnings
 from collections.abc import Mapping
 from dataclasses import astuple, dataclass
@@ -38,12 +39,15 @@ from fitpilot.controller.actions import (
     apply_decision,
     check_settable_learning_rate,
     get_learning_rate,
+    is_divergent,
 )
 from fitpilot.controller.bundle import Bundle, BundleError, load_bundle
 from fitpilot.errors import FitpilotError
 
 PRETRAINED = "pretrained/controller.zip"
-NO_DECISION = -1  # logs["action"] on an epoch the policy was not asked (budget end, NaN)
+NO_DECISION = -1  # logs["action"] on an epoch the policy was not asked (budget end, NaN, wait)
+# Callbacks that set the learning rate: with the controller they fight over it.
+LR_SETTERS = ("ReduceLROnPlateau", "LearningRateScheduler", "LearnedController")
 
 
 class ControllerError(FitpilotError):
@@ -59,7 +63,8 @@ class DecisionRecord:
         monitor: the monitored value at the end of that epoch (may be NaN).
         lr_before: the learning rate the epoch was trained with.
         action: the action's name (``lower``, ``keep``, ``raise``, ``stop``, ...), or
-            ``end`` (last epoch of the budget: no decision) or ``diverged`` (NaN/inf).
+            ``end`` (last epoch of the budget: no decision), ``diverged`` (NaN/inf) or
+            ``wait`` (an epoch without validation, ``validation_freq > 1``: no decision).
         lr_after: the learning rate for the next epoch.
         stopped: whether training stops after this epoch.
     """
@@ -111,10 +116,19 @@ class LearnedController(keras.callbacks.Callback):
       ``ModelCheckpoint`` see them when they come *after* the controller in the
       ``callbacks`` list (Keras calls callbacks in list order, on one shared logs dict).
     - A NaN or inf ``loss`` (or monitored value) ends training: a warning, the best
-      weights back (whatever ``restore_best_weights`` says), no exception.
-    - It reads the learning rate at each epoch's start (what the epoch trains with). Do
-      not combine it with another callback that sets the learning rate
-      (``ReduceLROnPlateau``, ``LearningRateScheduler``): they would fight over it.
+      weights back (whatever ``restore_best_weights`` says; the weights the fit started
+      from if no epoch was finite), no exception.
+    - With ``validation_freq=k > 1`` it observes and decides only after the epochs with
+      validation (its budget counts those: ``epochs // k``), keeps the learning rate
+      after the others (action ``wait``) and warns once that the policy learned to
+      decide after every epoch.
+    - Other callbacks, checked at the start of ``fit``: ones that set the learning rate
+      (``ReduceLROnPlateau``, ``LearningRateScheduler``, another ``LearnedController``)
+      and a learning-rate schedule in the optimizer are refused, with a
+      :class:`ControllerError` (:class:`~fitpilot.controller.actions.ActionError` for a
+      schedule); ones that also restore weights (``EarlyStopping(restore_best_weights=True)``)
+      get a warning that says whose weights the model ends with (the later in the list).
+    - It runs on Keras' TensorFlow, JAX and torch backends: the policy is numpy.
     """
 
     def __init__(
@@ -190,44 +204,67 @@ class LearnedController(keras.callbacks.Callback):
 
     def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
         check_settable_learning_rate(self.model.optimizer)
+        fit = _fit_arguments()
+        self._check_other_callbacks(fit.get("callbacks"))
         self._budget = int((self.params or {}).get("epochs") or 0)  # fit's `epochs`; 0: unknown
-        self.featurizer.reset(budget=self._budget or 1)
+        frequency = fit.get("validation_freq", 1)
+        self._validation_freq = frequency if isinstance(frequency, int) and frequency > 0 else 1
+        # None when not called from Keras' fit (hooks driven by hand): told by the logs.
+        self._has_validation: bool | None = (
+            fit["validation_data"] is not None if "validation_data" in fit else None
+        )
+        if self._has_validation is False and self.monitor.startswith("val_"):
+            raise self._no_validation_error()
+        if self._has_validation and self._validation_freq > 1:
+            warnings.warn(
+                f"LearnedController: validation_freq={self._validation_freq}: the controller "
+                f"observes and decides only after the epochs with validation (every "
+                f"{self._validation_freq}th) and keeps the learning rate after the others "
+                f"(action 'wait'). It learned to decide after every epoch: for the decisions "
+                f"it was trained for, use validation_freq=1.",
+                stacklevel=2,
+            )
+        self.featurizer.reset(budget=max(1, self._budget // self._validation_freq))
         self.pipeline.reset()
         self.decisions = []
         self.best, self.best_epoch, self.best_weights = None, 0, None
         self.stopped_epoch = 0
-        self._better: Any = None  # set at the first epoch end, once metrics are built
-        self._fill_val = False
-        self._warned_missing = False
+        self._better: Any = None  # set at the first epoch with `monitor`, once metrics are built
+        self._fill_val = self._has_validation is False
         self._epoch_lr: float | None = None
         self._weights = self.model.weights  # the list, built once per fit (~0.1 ms)
+        self._start_weights = _copy_values(self._weights)  # for a divergence in epoch 1
 
     def on_epoch_begin(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
         self._epoch_lr = self._current_lr()  # the lr this epoch trains with
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         logs = {} if logs is None else logs
+        config = self.featurizer.config
         if self._better is None:
             self._first_epoch_checks(logs)
         lr = self._epoch_lr if self._epoch_lr is not None else self._current_lr()
         self._epoch_lr = None
-        config = self.featurizer.config
         observed = {**logs, config.val_key: logs.get(config.train_key)} if self._fill_val else logs
-        obs = self.featurizer.observe(observed, lr)
-        value = self._monitor_value(logs)
-
-        checked = [logs.get(config.train_key, math.nan), value]
-        if config.val_key in observed:
-            checked.append(observed[config.val_key])
-        if not all(_finite(v) for v in checked if v is not None):
+        validated = config.val_key in observed and self.monitor in logs
+        value = float(logs[self.monitor]) if validated else None
+        checked = (config.train_key, config.val_key, self.monitor) if validated else (
+            config.train_key,)
+        if is_divergent(observed, checked):
             self._diverged(epoch, logs, value, lr)
             return
-        if value is not None and (self.best is None or self._better(value, self.best)):
+        last = bool(self._budget) and epoch + 1 >= self._budget  # no decision after it
+        if not validated:  # validation_freq > 1: nothing for the policy to see
+            self._record(epoch, logs, None, lr, "end" if last else "wait", lr, NO_DECISION,
+                         stopped=False)
+            return
+        obs = self.featurizer.observe(observed, lr)
+        if self.best is None or self._better(value, self.best):
             self.best, self.best_epoch = value, epoch + 1
             # Kept even without restore_best_weights, for a NaN.
             self.best_weights = _copy_values(self._weights)
 
-        if self._budget and epoch + 1 >= self._budget:  # the budget's last epoch: no decision
+        if last:
             self._record(epoch, logs, value, lr, "end", lr, NO_DECISION, stopped=False)
             return
         action = self.bundle.policy.act(self.pipeline(obs)[None])[0]
@@ -246,13 +283,57 @@ class LearnedController(keras.callbacks.Callback):
         self._record(epoch, logs, value, lr, decision.name, new_lr, code, decision.stop)
 
     def on_train_end(self, logs: Mapping[str, Any] | None = None) -> None:
+        self._start_weights = None
         if self.restore_best_weights and self.best_weights is not None:
-            self._restore(reason="the best epoch")
+            self._restore(self.best_weights, f"the best epoch: {self.best_epoch}")
 
-    # -- reading the logs ----------------------------------------------------------------
+    # -- checks --------------------------------------------------------------------------
+
+    def _check_other_callbacks(self, callbacks: Any) -> None:
+        """Refuse callbacks that set the learning rate; warn about ones that restore weights.
+
+        ``callbacks`` is ``fit``'s :class:`keras.callbacks.CallbackList` (None if unknown).
+        Keras calls ``on_train_end`` in list order, so the last weight restorer wins.
+        """
+        others = list(getattr(callbacks, "callbacks", None) or [])
+        position = next((i for i, c in enumerate(others) if c is self), None)
+        for index, callback in enumerate(others):
+            name = type(callback).__name__
+            if callback is self:
+                continue
+            if isinstance(callback, LearnedController) or name in LR_SETTERS:
+                raise ControllerError(
+                    f"{name} is in the callbacks of this fit: it sets the learning rate, "
+                    f"which the LearnedController sets after every epoch, and the two would "
+                    f"fight over it; remove {name} from callbacks (or the LearnedController)"
+                )
+            if getattr(callback, "restore_best_weights", False):
+                after = position is not None and index > position
+                if after or not self.restore_best_weights:
+                    winner = (f"{name}'s (its best {getattr(callback, 'monitor', '?')!r}), "
+                              f"not the controller's best epoch")
+                else:
+                    winner = f"the controller's (best {self.monitor!r}); {name}'s are overwritten"
+                warnings.warn(
+                    f"LearnedController: {name}(restore_best_weights=True) also puts weights "
+                    f"back at the end of fit, and the last to do so wins: the model ends with "
+                    f"{winner}. To keep one, pass restore_best_weights=False to the other.",
+                    stacklevel=3,
+                )
+
+    def _no_validation_error(self) -> ControllerError:
+        return ControllerError(
+            f"monitor={self.monitor!r} needs validation data, but this fit has none: pass "
+            f"validation_data=... or validation_split=... to fit, or "
+            f"monitor='{self.monitor.removeprefix('val_')}'"
+        )
 
     def _first_epoch_checks(self, logs: Mapping[str, Any]) -> None:
-        """Check ``monitor`` against the first epoch's logs and fix its direction."""
+        """Check the logs against ``monitor`` and fix its direction, at its first sight.
+
+        With ``validation_freq > 1`` the ``val_`` keys come at a later epoch; until then
+        only the training key is checked.
+        """
         keys = ", ".join(sorted(k for k in logs if k not in ("lr", "action"))) or "none"
         has_validation = any(k.startswith("val_") for k in logs)
         train_key = self.featurizer.config.train_key
@@ -263,16 +344,15 @@ class LearnedController(keras.callbacks.Callback):
             )
         if self.monitor not in logs:
             if self.monitor.startswith("val_") and not has_validation:
-                raise ControllerError(
-                    f"monitor={self.monitor!r} needs validation data, but this fit has "
-                    f"none: pass validation_data=... or validation_split=... to fit, or "
-                    f"monitor='{self.monitor.removeprefix('val_')}'"
-                )
+                if self._has_validation:
+                    return  # validation_freq > 1 and an epoch without validation
+                raise self._no_validation_error()
             raise ControllerError(
                 f"monitor={self.monitor!r} is not in the epoch logs (keys: {keys}); "
                 f"pass one of them as monitor="
             )
-        self._fill_val = self.featurizer.config.val_key not in logs and not has_validation
+        if self._has_validation is None:
+            self._fill_val = self.featurizer.config.val_key not in logs and not has_validation
         self._better = _less if self._resolve_mode() == "min" else _greater
 
     def _resolve_mode(self) -> str:
@@ -293,52 +373,39 @@ class LearnedController(keras.callbacks.Callback):
             f"mode='max' (higher is better) or mode='min'"
         )
 
-    def _monitor_value(self, logs: Mapping[str, Any]) -> float | None:
-        """The monitored value, or None on an epoch without it (``validation_freq > 1``)."""
-        value = logs.get(self.monitor)
-        if value is None:
-            if not self._warned_missing:
-                warnings.warn(
-                    f"LearnedController: monitor {self.monitor!r} is missing from the logs "
-                    f"of some epochs (validation_freq > 1?); those epochs cannot be the "
-                    f"best one and the policy sees them without validation. Use "
-                    f"validation_freq=1.",
-                    stacklevel=3,
-                )
-                self._warned_missing = True
-            return None
-        return float(value)
-
     def _current_lr(self) -> float:
         return get_learning_rate(self.model.optimizer)
 
     # -- acting --------------------------------------------------------------------------
 
     def _diverged(self, epoch: int, logs: dict[str, Any], value: float | None, lr: float) -> None:
-        """NaN or inf (or no loss at all): warn, put the best weights back, stop; never raise."""
+        """NaN or inf (or no loss at all): warn, put the best weights back, stop; never raise.
+
+        Before any finite epoch, the weights the fit started from go back.
+        """
         train_key = self.featurizer.config.train_key
-        restore = (" and restoring the weights of epoch "
-                   f"{self.best_epoch}" if self.best_weights is not None else
-                   " (no finite epoch to restore: lower the initial learning rate)")
+        if self.best_weights is not None:
+            weights, source = self.best_weights, f"the best epoch: {self.best_epoch}"
+        else:
+            weights, source = self._start_weights, "the start of this fit (no finite epoch)"
         warnings.warn(
             f"LearnedController: epoch {epoch + 1} has a non-finite {train_key} "
             f"({logs.get(train_key)}) or {self.monitor} ({value}) at learning rate "
-            f"{lr:.3g}; stopping{restore}",
+            f"{lr:.3g}; stopping and restoring the weights of {source}"
+            + ("" if self.best_weights is not None else "; lower the initial learning rate"),
             stacklevel=3,
         )
         self.model.stop_training = True
         self.stopped_epoch = epoch + 1
-        if self.best_weights is not None:
-            self._restore(reason="the best epoch, after a non-finite loss")
-            self.best_weights = None  # restored once; on_train_end has nothing to add
+        if weights is not None:
+            self._restore(weights, source + ", after a non-finite loss")
+        self.best_weights = None  # restored once; on_train_end has nothing to add
         self._record(epoch, logs, value, lr, "diverged", lr, NO_DECISION, stopped=True)
 
-    def _restore(self, reason: str) -> None:
-        assert self.best_weights is not None
+    def _restore(self, weights: list[Any], source: str) -> None:
         if self.verbose > 0:
-            _print(f"LearnedController: restoring model weights from {reason}: "
-                   f"{self.best_epoch}.")
-        for variable, value in zip(self._weights, self.best_weights, strict=True):
+            _print(f"LearnedController: restoring model weights from {source}.")
+        for variable, value in zip(self._weights, weights, strict=True):
             variable.assign(value)
 
     def _record(
@@ -388,13 +455,6 @@ class LearnedController(keras.callbacks.Callback):
         )
 
 
-def _finite(value: Any) -> bool:
-    try:
-        return math.isfinite(float(value))
-    except (TypeError, ValueError):
-        return False
-
-
 def _less(a: float, b: float) -> bool:
     return a < b
 
@@ -410,6 +470,25 @@ def _flat_metrics(model: keras.Model) -> list[Any]:
         inner = getattr(metric, "metrics", None)
         flat.extend(inner if isinstance(inner, list) else [metric])
     return flat
+
+
+def _fit_arguments() -> dict[str, Any]:
+    """The arguments of the Keras ``fit`` call running this hook, or {} outside ``fit``.
+
+    Keras gives callbacks neither the other callbacks nor ``validation_freq``; they are
+    the local variables ``callbacks`` (a ``CallbackList``), ``validation_freq`` and
+    ``validation_data`` (the split, if ``validation_split`` was given) of ``fit`` on
+    every backend, a few frames up the stack.
+    """
+    frame = sys._getframe(1)
+    for _ in range(10):
+        frame = frame.f_back
+        if frame is None:
+            break
+        if frame.f_code.co_name == "fit" and "validation_freq" in frame.f_code.co_varnames:
+            names = ("callbacks", "validation_freq", "validation_data")
+            return {name: frame.f_locals[name] for name in names if name in frame.f_locals}
+    return {}
 
 
 def _copy_values(variables: list[Any]) -> list[Any]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import math
 import subprocess
 import sys
 import zipfile
@@ -293,19 +292,78 @@ def test_nan_loss_restores_the_best_weights_and_stops() -> None:
         np.testing.assert_array_equal(got, want)
 
 
-def test_nan_in_the_first_epoch_stops_without_crashing() -> None:
-    net = model()
+def test_nan_in_the_first_epoch_restores_the_initial_weights() -> None:
+    x, y = data()
+    net = keras.Sequential([keras.Input((6,)), keras.layers.Dense(1)])
+    net.compile(keras.optimizers.SGD(learning_rate=1e6), "mse")
+    initial = net.get_weights()
     controller = LearnedController(constant_bundle(KEEP))
-    controller.set_model(net)
-    controller.set_params({"epochs": 10, "verbose": 0, "steps": 1})
-    controller.on_train_begin()
-    controller.on_epoch_begin(0)
-    logs = {"loss": math.nan, "val_loss": math.nan}
-    with pytest.warns(UserWarning, match="no finite epoch to restore"):
-        controller.on_epoch_end(0, logs)
-    controller.on_train_end()
-    assert net.stop_training and logs["action"] == -1
-    assert controller.decisions[0].action == "diverged"
+    with pytest.warns(UserWarning, match="epoch 1 .*restoring the weights of the start of this "
+                                         "fit.*lower the initial learning rate"):
+        history = net.fit(x, y.astype("float32") * 1e3, validation_split=0.25, epochs=10,
+                          verbose=0, callbacks=[controller])
+    assert not np.isfinite([history.history["loss"][0], history.history["val_loss"][0]]).all()
+    assert len(history.epoch) == 1 and history.history["action"] == [-1]
+    assert controller.decisions[0].action == "diverged" and controller.best_epoch == 0
+    for got, want in zip(net.get_weights(), initial, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_validation_freq_decides_after_the_validated_epochs_only() -> None:
+    net = model(lr=0.09)
+    controller = LearnedController(constant_bundle(LOWER))
+    with pytest.warns(UserWarning, match="validation_freq=3: .*only after the epochs with "
+                                         "validation.*use validation_freq=1"):
+        history = net.fit(*data(), validation_split=0.25, validation_freq=3, epochs=9,
+                          verbose=0, callbacks=[controller])
+    assert len(history.epoch) == 9
+    assert [d.action for d in controller.decisions] == ["wait", "wait", "lower"] * 2 + [
+        "wait", "wait", "end"]
+    assert float(net.optimizer.learning_rate) == pytest.approx(0.01, rel=1e-5)
+    assert controller.featurizer.budget == 3 and controller.featurizer.epochs == 3
+    assert controller.best == pytest.approx(min(history.history["val_loss"]))
+    assert controller.best_epoch in (3, 6, 9)
+    assert history.history["action"] == [-1, -1, LOWER] * 2 + [-1] * 3
+
+
+# --- other callbacks that set the lr or restore weights -------------------------------
+
+
+@pytest.mark.parametrize("other", [
+    keras.callbacks.ReduceLROnPlateau(patience=1),
+    keras.callbacks.LearningRateScheduler(lambda epoch, lr: lr * 0.9),
+    LearnedController(constant_bundle(KEEP)),
+], ids=lambda c: type(c).__name__)
+def test_other_learning_rate_callbacks_are_refused(other: keras.callbacks.Callback) -> None:
+    name = type(other).__name__
+    for callbacks in ([LearnedController(constant_bundle(KEEP)), other],
+                      [other, LearnedController(constant_bundle(KEEP))]):
+        net = model()
+        with pytest.raises(ControllerError, match=f"{name} is in the callbacks.*sets the "
+                                                  f"learning rate.*remove {name}"):
+            net.fit(*data(), validation_split=0.25, epochs=3, verbose=0, callbacks=callbacks)
+        assert net.optimizer.iterations.numpy() == 0  # refused before any training
+
+
+@pytest.mark.parametrize("early_stopping_last", [True, False])
+def test_early_stopping_restoring_weights_warns_whose_weights_win(
+    early_stopping_last: bool,
+) -> None:
+    # The controller's best is the highest val_loss (mode="max"), EarlyStopping's the lowest.
+    net, recorder = model(lr=0.1), WeightsPerEpoch()
+    controller = LearnedController(constant_bundle(KEEP), mode="max")
+    stopping = keras.callbacks.EarlyStopping(patience=50, restore_best_weights=True)
+    callbacks = [controller, stopping] if early_stopping_last else [stopping, controller]
+    winner = "EarlyStopping's" if early_stopping_last else "the controller's"
+    with pytest.warns(UserWarning, match=f"EarlyStopping.restore_best_weights=True. also puts "
+                                         f"weights back.*ends with {winner}"):
+        history = net.fit(*data(), validation_split=0.25, epochs=5, verbose=0,
+                          callbacks=[*callbacks, recorder])
+    losses = history.history["val_loss"]
+    best = int(np.argmin(losses) if early_stopping_last else np.argmax(losses))
+    assert np.argmin(losses) != np.argmax(losses)
+    for got, want in zip(net.get_weights(), recorder.weights[best], strict=True):
+        np.testing.assert_array_equal(got, want)
 
 
 # --- bad input ------------------------------------------------------------------------
