@@ -40,34 +40,41 @@ EXTRA_DECADES = 2.0
 DEFAULT_OUT = Path(__file__).resolve().parent / "tuned_rates.json"
 
 
-def grid_step() -> float:
-    """The ratio between neighbouring factors of the base grid (10**(2/3) for 7 over 4 decades)."""
-    return 10.0 ** (ORACLE_DECADES / (GRID_POINTS - 1))
-
-
 def _round(factor: float) -> float:
     """4 significant digits, as :func:`~fitpilot.experiments.settings.oracle_factors`."""
     return float(f"{factor:.4g}")
 
 
 def best_factor(scores: Mapping[float, float]) -> float:
-    """The factor with the lowest score (NaN counts as inf; ties go to the lower factor)."""
-    return min(sorted(scores), key=lambda f: scores[f] if math.isfinite(scores[f]) else math.inf)
+    """The factor with the lowest score (NaN counts as inf; ties: the one nearer 1).
+
+    If no score is finite (every rate diverged), 1: the default stays.
+    """
+    finite = {f: v for f, v in scores.items() if math.isfinite(v)}
+    if not finite:
+        return 1.0
+    return min(finite, key=lambda f: (finite[f], abs(math.log(f))))
 
 
 def extension(scores: Mapping[float, float]) -> float | None:
     """The next factor to try, or ``None`` when the winner is inside the grid (or at its limit).
 
-    ``scores`` maps every factor tried so far to its mean best validation loss.
+    ``scores`` maps every factor tried so far to its mean best validation loss. The
+    extension continues the base grid's log step, one point at a time, at most
+    :data:`EXTRA_DECADES` beyond its edge.
     """
-    factors = sorted(scores)
+    base = oracle_factors(GRID_POINTS)
     winner = best_factor(scores)
-    limit = 10.0 ** (ORACLE_DECADES / 2 + EXTRA_DECADES) * 1.001
-    if winner == factors[0] and 1 / factors[0] * grid_step() <= limit:
-        return _round(factors[0] / grid_step())
-    if winner == factors[-1] and factors[-1] * grid_step() <= limit:
-        return _round(factors[-1] * grid_step())
-    return None
+    if not any(math.isfinite(v) for v in scores.values()) or base[0] < winner < base[-1]:
+        return None
+    side = -1 if winner <= base[0] else 1
+    done = sum(1 for f in scores if (f < base[0] if side < 0 else f > base[-1]))
+    if winner != (min(scores) if side < 0 else max(scores)):
+        return None  # the winner is an earlier extension point, inside the grid
+    step = ORACLE_DECADES / (GRID_POINTS - 1)
+    if (done + 1) * step > EXTRA_DECADES + 1e-9:
+        return None
+    return _round(10.0 ** (side * (ORACLE_DECADES / 2 + (done + 1) * step)))
 
 
 def best_validation_loss(record: Mapping[str, Any]) -> float:
@@ -102,7 +109,7 @@ def tune_task(task_source: str, name: str, seeds: int, threads: int) -> dict[str
         "default_learning_rate": task.learning_rate,
         "tuned_factor": winner,
         "tuned_learning_rate": _round(task.learning_rate * winner),
-        "at_edge": winner in (min(means), max(means)),
+        "at_edge": winner in (min(means), max(means)) and extension(means) is None,
         "mean_best_val_loss": {str(f): means[f] for f in sorted(means)},
         "best_val_loss": {str(f): per_seed[f] for f in sorted(per_seed)},
         "test_loss_informative": {str(f): test[f] for f in sorted(test)},
