@@ -20,9 +20,12 @@ import queue
 import threading
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
+import keras
 import numpy as np
+import tensorflow as tf
+from keras import ops
 
 from fitpilot.controller.actions import (
     check_settable_learning_rate,
@@ -31,10 +34,6 @@ from fitpilot.controller.actions import (
 )
 from fitpilot.envs.tasks import TrainingTask
 from fitpilot.errors import FitpilotError
-
-if TYPE_CHECKING:
-    import keras
-    import tensorflow as tf
 
 Logs = dict[str, float]
 
@@ -133,9 +132,6 @@ class ModelResetter:
     """
 
     def __init__(self, model: keras.Model) -> None:
-        import keras
-        import tensorflow as tf
-
         self.model = model
         optimizer = model.optimizer
         check_settable_learning_rate(optimizer, f"model {model.name!r}")
@@ -176,9 +172,6 @@ class ModelResetter:
         )
 
     def _plan(self, layer: Any, variable: keras.Variable) -> tuple[keras.Variable, str, Any]:
-        import keras
-        import tensorflow as tf
-
         name = variable.name
         if name == _SEED_STATE:
             return variable, "seed", None
@@ -193,8 +186,6 @@ class ModelResetter:
         return variable, "initializer", initializer
 
     def _reset_graph(self, seeds: tf.Tensor, learning_rate: tf.Tensor) -> None:
-        from keras import ops
-
         self._generator.state.assign(ops.cast(seeds[0], self._generator.state.dtype))
         next_seed = 1
         for variable, kind, payload in self._plans:
@@ -236,8 +227,6 @@ class WeightSnapshot:
     """
 
     def __init__(self, model: keras.Model) -> None:
-        import tensorflow as tf
-
         weights = list(model.weights)
         shadows = [tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False) for v in weights]
         self._remembered = False
@@ -264,9 +253,6 @@ class WeightSnapshot:
 
 def _to_tensor(array: np.ndarray) -> tf.Tensor:
     """Like Keras' array adapter: floating arrays become ``floatx``, others keep their dtype."""
-    import keras
-    import tensorflow as tf
-
     array = np.asarray(array)
     if np.issubdtype(array.dtype, np.floating):
         array = array.astype(keras.config.floatx())
@@ -315,8 +301,6 @@ class FastEpochRunner(_ModelAccess):
     """
 
     def __init__(self, task: TrainingTask, shuffle: bool = True) -> None:
-        import tensorflow as tf
-
         tf.config.experimental.enable_op_determinism()
         self.task = task
         self.shuffle = shuffle
@@ -355,8 +339,6 @@ class FastEpochRunner(_ModelAccess):
         order: tf.Tensor | None,
     ) -> None:
         """Call ``step((x_batch, y_batch))`` on every mini-batch, in ``order`` if given."""
-        import tensorflow as tf
-
         rows, size = int(x.shape[0]), self.task.batch_size
         full, rest = divmod(rows, size)
 
@@ -381,8 +363,6 @@ class FastEpochRunner(_ModelAccess):
 
     def _stacked(self, graph: str, logs: dict[str, tf.Tensor]) -> tf.Tensor:
         """The log values as one float64 vector (one host copy per call); names kept aside."""
-        import tensorflow as tf
-
         self._keys[graph] = list(logs)
         return tf.stack([tf.cast(value, tf.float64) for value in logs.values()])
 
@@ -395,8 +375,6 @@ class FastEpochRunner(_ModelAccess):
         return self._metrics_graph()
 
     def _epoch_graph(self, seed: tf.Tensor) -> dict[str, tf.Tensor]:
-        import tensorflow as tf
-
         x, y = self._train
         # A permutation: the ranks of full-range random integers (ties have odds ~n^2/2^64).
         order = (
@@ -426,8 +404,6 @@ class FastEpochRunner(_ModelAccess):
 
     def run_epoch(self) -> Logs:
         """Train one epoch and validate; NaN/inf come back as float nan/inf."""
-        import tensorflow as tf
-
         if self._closed:
             raise RunnerError("the runner is closed; make a new one")
         values = self.epoch_function(tf.constant([self._seed, self.epoch], tf.int64))
@@ -470,7 +446,7 @@ class _FitWorker:
             self.inbox: queue.Queue[str] = queue.Queue()
             self.outbox: queue.Queue[tuple[str, Any]] = queue.Queue()
             kwargs = dict(self.fit_kwargs)
-            callbacks = [*(kwargs.get("callbacks") or []), _bridge(self.inbox, self.outbox)]
+            callbacks = [*(kwargs.get("callbacks") or []), _EpochBridge(self.inbox, self.outbox)]
             kwargs["callbacks"] = callbacks
             self.thread = threading.Thread(
                 target=_run_fit,
@@ -512,18 +488,17 @@ def _run_fit(model: keras.Model, kwargs: dict[str, Any], outbox: queue.Queue) ->
         outbox.put(("done", None))
 
 
-def _bridge(inbox: queue.Queue, outbox: queue.Queue) -> keras.callbacks.Callback:
-    import keras
+class _EpochBridge(keras.callbacks.Callback):
+    """Hands each epoch's logs to the runner (``outbox``) and waits for its go-ahead (``inbox``)."""
 
-    class EpochBridge(keras.callbacks.Callback):
-        """Hands each epoch's logs to the runner and waits for its go-ahead."""
+    def __init__(self, inbox: queue.Queue, outbox: queue.Queue) -> None:
+        super().__init__()
+        self.inbox, self.outbox = inbox, outbox
 
-        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-            outbox.put(("logs", _float_logs(logs or {})))
-            if inbox.get() == "stop":
-                self.model.stop_training = True
-
-    return EpochBridge()
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.outbox.put(("logs", _float_logs(logs or {})))
+        if self.inbox.get() == "stop":
+            self.model.stop_training = True
 
 
 def _float_logs(logs: dict[str, Any]) -> Logs:
@@ -565,8 +540,6 @@ class FitEpochRunner(_ModelAccess):
         task: TrainingTask | None = None,
         test_data: tuple[Any, Any] | Any | None = None,
     ) -> None:
-        import tensorflow as tf
-
         validation = fit_kwargs.get("validation_data") is not None
         if not (validation or fit_kwargs.get("validation_split")):
             raise RunnerError(
@@ -589,8 +562,6 @@ class FitEpochRunner(_ModelAccess):
 
     def reset(self, seed: int, learning_rate: float) -> None:
         """Stop the current fit; fresh weights from ``seed``, zeroed optimizer, new lr."""
-        import tensorflow as tf
-
         self._worker.stop()
         self.resetter.reset(seed, learning_rate)
         self._snapshot.clear()
