@@ -27,6 +27,7 @@ _LAZY = {
     "LearnedController": "fitpilot.controller.callback",
     "Featurizer": "fitpilot.controller.features",
     "KerasTrainingEnv": "fitpilot.envs.env",
+    "Prodigy": "fitpilot.controller.prodigy",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]
