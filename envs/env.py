@@ -31,7 +31,7 @@ from fitpilot.controller.actions import (
 )
 from fitpilot.controller.features import Featurizer, FeaturizerConfig
 from fitpilot.envs.loading import load_tasks
-from fitpilot.envs.runner import EpochRunner, make_runner
+from fitpilot.envs.runner import EpochRunner, Logs, make_runner
 from fitpilot.envs.tasks import TaskError, TrainingTask
 
 ENV_ID = "fitpilot/KerasTraining-v0"
@@ -98,6 +98,19 @@ class KerasTrainingEnv(gymnasium.Env):
         ``options`` may fix ``"task"`` (name or index), and ``"learning_rate"`` or
         ``"lr_factor"`` (times the task default) instead of sampling them.
         """
+        self.begin_reset(seed=seed, options=options)
+        assert self.runner is not None
+        return self.end_reset(self.runner.run_epoch())
+
+    def begin_reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> None:
+        """:meth:`reset` up to its first epoch: task, starting lr, runner reset.
+
+        ``reset`` is ``begin_reset``, the runner's ``run_epoch()``, then :meth:`end_reset`
+        with the epoch's logs (a batched environment trains that epoch of many copies in
+        one call between the two).
+        """
         super().reset(seed=seed)
         options = options or {}
         self.task = self._pick_task(options.get("task"))
@@ -117,12 +130,31 @@ class KerasTrainingEnv(gymnasium.Env):
         self.best = math.inf
         self.best_epoch = 0
         self.last_action = "start"
-        obs, _, terminated, info = self._train_epoch(lr)
+        self._epoch_lr = lr
+
+    def end_reset(self, logs: Logs) -> tuple[np.ndarray, dict[str, Any]]:
+        """:meth:`reset` after its first epoch, given that epoch's ``logs``."""
+        obs, _, terminated, info = self._epoch_result(logs)
         if terminated:  # diverged in the first epoch: the episode still has to start
             info["diverged_at_reset"] = True
         return obs, info
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        ended = self.begin_step(action)
+        if ended is not None:
+            return ended
+        assert self.runner is not None
+        return self.end_step(self.runner.run_epoch())
+
+    def begin_step(
+        self, action: Any
+    ) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]] | None:
+        """:meth:`step` up to its epoch: apply ``action``.
+
+        Returns the step's result if it ends the episode without training (stop, or
+        the episode is over), else None: train an epoch and pass its logs to
+        :meth:`end_step` (as ``step`` does).
+        """
         if self.runner is None or self.task is None:
             raise RuntimeError("call reset() before step()")
         decision = self.actions.decode(action)
@@ -134,7 +166,12 @@ class KerasTrainingEnv(gymnasium.Env):
         lr = next_learning_rate(previous, decision, self.min_lr, self.max_lr)
         if lr != previous:
             self.runner.learning_rate = lr
-        obs, reward, terminated, info = self._train_epoch(lr)
+        self._epoch_lr = lr
+        return None
+
+    def end_step(self, logs: Logs) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        """:meth:`step` after its epoch, given that epoch's ``logs``."""
+        obs, reward, terminated, info = self._epoch_result(logs)
         return obs, reward, terminated, False, info
 
     def close(self) -> None:
@@ -145,10 +182,11 @@ class KerasTrainingEnv(gymnasium.Env):
 
     # -- internals -----------------------------------------------------------
 
-    def _train_epoch(self, lr: float) -> tuple[np.ndarray, float, bool, dict[str, Any]]:
+    def _epoch_result(self, logs: Logs) -> tuple[np.ndarray, float, bool, dict[str, Any]]:
+        """Observation, reward, termination and info after an epoch with ``logs``."""
         assert self.runner is not None and self.task is not None
-        self.logs = self.runner.run_epoch()
-        self._last_obs = self.featurizer.observe(self.logs, lr)
+        self.logs = logs
+        self._last_obs = self.featurizer.observe(self.logs, self._epoch_lr)
         value = self.logs.get(self.monitor, math.nan)
         diverged = not (
             math.isfinite(self.logs.get("loss", math.nan)) and math.isfinite(value)
