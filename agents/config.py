@@ -35,6 +35,7 @@ from fitpilot.controller.actions import (
     action_scheme_from_dict,
 )
 from fitpilot.controller.features import FeaturizerConfig
+from fitpilot.envs.tasks import LR_DISTRIBUTIONS
 from fitpilot.errors import FitpilotError
 
 ALGORITHMS = ("ppo", "a2c", "dqn")
@@ -77,6 +78,10 @@ class EnvSettings:
         epoch_cost: reward paid per epoch after the first (log-loss units).
         divergence_penalty: reward (negated) when the loss becomes NaN or inf.
         lr_factor_range: starting lr = task default x a log-uniform factor from this range.
+        lr_distribution: ``"default"`` (as above) or ``"tuned"``: around each task's
+            ``tuned_learning_rate``, ``tuned_fraction`` of the starts within x1.5 of it,
+            the rest x a log-uniform factor from ``lr_factor_range``.
+        tuned_fraction: the share of starts near the tuned rate (``"tuned"`` only).
         min_lr, max_lr: absolute clamp of the learning rate.
         actions: the action scheme without its version, e.g.
             ``{"kind": "discrete", "factors": [0.333, 1, 3]}`` or
@@ -90,6 +95,8 @@ class EnvSettings:
     epoch_cost: float = 0.01
     divergence_penalty: float = 1.0
     lr_factor_range: tuple[float, float] = (0.01, 100.0)
+    lr_distribution: str = "default"
+    tuned_fraction: float = 1 / 3
     min_lr: float = DEFAULT_MIN_LR
     max_lr: float = DEFAULT_MAX_LR
     actions: dict[str, Any] = field(
@@ -127,6 +134,8 @@ class EnvSettings:
             "featurizer": self.featurizer_config(),
             "actions": self.action_scheme(),
             "lr_factor_range": tuple(self.lr_factor_range),
+            "lr_distribution": self.lr_distribution,
+            "tuned_fraction": self.tuned_fraction,
             "epoch_cost": self.epoch_cost,
             "divergence_penalty": self.divergence_penalty,
             "min_lr": self.min_lr,
@@ -145,6 +154,13 @@ class EnvSettings:
                 f"env.lr_factor_range must be [low, high] with 0 < low <= high, "
                 f"got {list(self.lr_factor_range)}"
             )
+        if self.lr_distribution not in LR_DISTRIBUTIONS:
+            raise TrainError(
+                f"env.lr_distribution must be one of {', '.join(LR_DISTRIBUTIONS)}, "
+                f"got {self.lr_distribution!r}"
+            )
+        if not 0 <= self.tuned_fraction <= 1:
+            raise TrainError(f"env.tuned_fraction must be in [0, 1], got {self.tuned_fraction}")
 
 
 @dataclass

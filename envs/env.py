@@ -32,9 +32,11 @@ from fitpilot.controller.actions import (
 from fitpilot.controller.features import Featurizer, FeaturizerConfig
 from fitpilot.envs.loading import load_tasks
 from fitpilot.envs.runner import EpochRunner, Logs, make_runner
-from fitpilot.envs.tasks import TaskError, TrainingTask
+from fitpilot.envs.tasks import LR_DISTRIBUTIONS, TaskError, TrainingTask
 
 ENV_ID = "fitpilot/KerasTraining-v0"
+#: ``"tuned"`` draws ``tuned_fraction`` of the starting rates within this factor of the tuned rate.
+TUNED_SPREAD = 1.5
 
 
 class KerasTrainingEnv(gymnasium.Env):
@@ -46,6 +48,11 @@ class KerasTrainingEnv(gymnasium.Env):
         actions: the action scheme; discrete lower / keep / raise / stop by default.
         lr_factor_range: the starting lr is the task's default times a factor drawn
             log-uniformly from this range.
+        lr_distribution: ``"default"`` (as above) or ``"tuned"``: the starting lr is the
+            task's ``tuned_learning_rate`` times a factor drawn log-uniformly within
+            ``TUNED_SPREAD`` (x1/1.5 .. x1.5) with probability ``tuned_fraction``, else
+            log-uniformly from ``lr_factor_range``. Every task needs a tuned rate.
+        tuned_fraction: see ``lr_distribution``; in ``[0, 1]``.
         epoch_cost: reward paid per epoch trained after the first.
         divergence_penalty: reward (negated) when the loss becomes NaN or inf.
         min_lr, max_lr: absolute clamp of the learning rate.
@@ -65,6 +72,8 @@ class KerasTrainingEnv(gymnasium.Env):
         min_lr: float = DEFAULT_MIN_LR,
         max_lr: float = DEFAULT_MAX_LR,
         monitor: str = "val_loss",
+        lr_distribution: str = "default",
+        tuned_fraction: float = 1 / 3,
     ) -> None:
         self.tasks = load_tasks(tasks) if isinstance(tasks, str) else list(tasks)
         if not self.tasks:
@@ -75,6 +84,15 @@ class KerasTrainingEnv(gymnasium.Env):
         self.featurizer = Featurizer(featurizer)
         self.actions = actions or DiscreteActions()
         self.lr_factor_range = (float(low), float(high))
+        if lr_distribution not in LR_DISTRIBUTIONS:
+            raise ValueError(
+                f"lr_distribution must be one of {', '.join(LR_DISTRIBUTIONS)}, "
+                f"got {lr_distribution!r}"
+            )
+        if not 0 <= tuned_fraction <= 1:
+            raise ValueError(f"tuned_fraction must be in [0, 1], got {tuned_fraction}")
+        self.lr_distribution = lr_distribution
+        self.tuned_fraction = float(tuned_fraction)
         self.epoch_cost = float(epoch_cost)
         self.divergence_penalty = float(divergence_penalty)
         self.min_lr, self.max_lr = float(min_lr), float(max_lr)
@@ -96,7 +114,8 @@ class KerasTrainingEnv(gymnasium.Env):
         """Start an episode and train its first epoch.
 
         ``options`` may fix ``"task"`` (name or index), and ``"learning_rate"`` or
-        ``"lr_factor"`` (times the task default) instead of sampling them.
+        ``"lr_factor"`` (times the task default, whatever ``lr_distribution``) instead
+        of sampling them.
         """
         self.begin_reset(seed=seed, options=options)
         assert self.runner is not None
@@ -116,12 +135,10 @@ class KerasTrainingEnv(gymnasium.Env):
         self.task = self._pick_task(options.get("task"))
         if "learning_rate" in options:
             lr = float(options["learning_rate"])
+        elif options.get("lr_factor") is not None:
+            lr = self.task.learning_rate * float(options["lr_factor"])
         else:
-            factor = options.get("lr_factor")
-            if factor is None:
-                low, high = np.log(self.lr_factor_range)
-                factor = float(np.exp(self.np_random.uniform(low, high)))
-            lr = self.task.learning_rate * float(factor)
+            lr = self.sample_learning_rate(self.task)
         lr = min(max(lr, self.min_lr), self.max_lr)
         self.runner = self._runner_for(self.task)
         self.runner.reset(seed=int(self.np_random.integers(2**31 - 1)), learning_rate=lr)
@@ -179,6 +196,21 @@ class KerasTrainingEnv(gymnasium.Env):
             runner.close()
         self._runners.clear()
         self.runner = None
+
+    def sample_learning_rate(self, task: TrainingTask) -> float:
+        """A starting learning rate for ``task`` from ``lr_distribution`` (not yet clamped)."""
+        low, high = np.log(self.lr_factor_range)
+        if self.lr_distribution == "default":
+            return task.learning_rate * float(np.exp(self.np_random.uniform(low, high)))
+        if task.tuned_learning_rate is None:
+            raise TaskError(
+                f"task {task.name!r} has no tuned_learning_rate, which lr_distribution="
+                f"'tuned' needs; set it (see experiments/tune_suite.py) or use "
+                f"lr_distribution='default'"
+            )
+        if self.np_random.uniform() < self.tuned_fraction:
+            low, high = -math.log(TUNED_SPREAD), math.log(TUNED_SPREAD)
+        return task.tuned_learning_rate * float(np.exp(self.np_random.uniform(low, high)))
 
     # -- internals -----------------------------------------------------------
 

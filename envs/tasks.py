@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 
 TaskKind = Literal["classification", "regression"]
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
+#: Which rate of a task the training environment draws starting rates around:
+#: ``learning_rate`` (``"default"``) or ``tuned_learning_rate`` (``"tuned"``).
+LR_DISTRIBUTIONS = ("default", "tuned")
 
 
 class TaskError(FitpilotError):
