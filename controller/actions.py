@@ -139,7 +139,7 @@ def check_settable_learning_rate(optimizer: Any, owner: str = "the model") -> No
 
     ``owner`` names the model or task in the message.
     """
-    import keras
+    import keras  # not at module import: the command line imports this before TF is configured
 
     if optimizer is None:
         raise ActionError(f"{owner} is not compiled; call model.compile(optimizer=...) first")

@@ -499,7 +499,7 @@ def _copy_values(variables: list[Any]) -> list[Any]:
     that later in-place updates of the variables do not touch (copy-on-write).
     """
     if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
+        import tensorflow as tf  # only on the TensorFlow backend: JAX and torch users lack it
 
         with tf.device("/CPU:0"):
             return list(tf.identity_n([v.value for v in variables]))

@@ -3,6 +3,11 @@
 TensorFlow's thread pools can only be sized before its first op, so call
 :func:`configure` early in a process (the command line, each worker process
 and the tests do). Importing this module does not import TensorFlow.
+
+Only :func:`configure`, which fitpilot's own processes call, pins Keras to the
+TensorFlow backend (the training environment and the benchmark run TensorFlow).
+``import fitpilot`` leaves the user's Keras backend alone: the deployed callback
+runs on any of them.
 """
 
 from __future__ import annotations
@@ -18,9 +23,11 @@ _configured_threads: int | None = None
 
 
 def quiet_environment() -> None:
-    """Silence TensorFlow's C++ and Python start-up logs (idempotent, no TF import)."""
+    """Silence TensorFlow's C++ and Python start-up logs (idempotent, no TF import).
+
+    Leaves ``KERAS_BACKEND`` alone: this runs at ``import fitpilot``, in the user's process.
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     warnings.filterwarnings("ignore", message=r".*np\.find_common_type.*")
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
@@ -40,11 +47,17 @@ def default_threads(processes: int = 1) -> int:
 def configure(threads: int | None = None) -> int:
     """Quiet TensorFlow and size its thread pools (and torch's, if loaded) to ``threads``.
 
+    For fitpilot's own processes (command line, environment and benchmark workers,
+    tests): it also sets ``KERAS_BACKEND=tensorflow`` unless Keras is already loaded,
+    since the environment and the benchmark run TensorFlow whatever ``keras.json`` says.
+
     Safe to call more than once: once TensorFlow has run an op its pools cannot
     change, and later calls keep the first size. Returns the thread count in force.
     """
     global _configured_threads
     quiet_environment()
+    if "keras" not in sys.modules:
+        os.environ["KERAS_BACKEND"] = "tensorflow"
     threads = threads or default_threads()
     if _configured_threads is None:
         with _native_stderr_silenced():
