@@ -28,6 +28,8 @@ _LAZY = {
     "Featurizer": "fitpilot.controller.features",
     "KerasTrainingEnv": "fitpilot.envs.env",
     "Prodigy": "fitpilot.controller.prodigy",
+    "find_learning_rate": "fitpilot.controller.lr_finder",
+    "LRFinderResult": "fitpilot.controller.lr_finder",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]
