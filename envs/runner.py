@@ -16,16 +16,20 @@ weights and fresh optimizer state, without rebuilding or retracing anything.
 
 from __future__ import annotations
 
+import functools
 import queue
 import threading
 import weakref
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import keras
 import numpy as np
 import tensorflow as tf
 from keras import ops
+
+# The query and the off switch of op determinism are not in tf.config's public API (TF 2.9+).
+from tensorflow.python.framework import config as tf_config
 
 from fitpilot.controller.actions import (
     check_settable_learning_rate,
@@ -36,6 +40,7 @@ from fitpilot.envs.tasks import TrainingTask
 from fitpilot.errors import FitpilotError
 
 Logs = dict[str, float]
+F = TypeVar("F", bound=Callable[..., Any])
 
 # Variable name -> attribute of its layer holding the initializer, where the name is
 # not simply ``<variable name>_initializer`` (kernel, bias, gamma, beta, moving_mean,
@@ -50,6 +55,28 @@ _SEED_STATE = "seed_generator_state"
 
 class RunnerError(FitpilotError):
     """A model, optimizer or input that an epoch runner cannot work with."""
+
+
+def deterministic(method: F) -> F:
+    """Run ``method`` with TensorFlow op determinism on, then put the caller's setting back.
+
+    A runner's ops need it (with the runner's seeds, a seed then fixes a run); the
+    process must not keep it, or a user's own ``fit`` afterwards, with unseeded random
+    ops (Dropout, shuffling), fails with "Random ops require a seed". The setting is
+    process-wide: TensorFlow ops of other threads during the call see it too.
+    """
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if tf_config.is_op_determinism_enabled():
+            return method(*args, **kwargs)
+        tf_config.enable_op_determinism()
+        try:
+            return method(*args, **kwargs)
+        finally:
+            tf_config.disable_op_determinism()
+
+    return wrapper  # type: ignore[return-value]
 
 
 class EpochRunner(Protocol):
@@ -276,9 +303,11 @@ class _ModelAccess:
     def learning_rate(self, value: float) -> None:
         set_learning_rate(self.model.optimizer, value)
 
+    @deterministic
     def remember_weights(self) -> None:
         self._snapshot.remember()
 
+    @deterministic
     def restore_weights(self) -> None:
         self._snapshot.restore()
 
@@ -292,7 +321,8 @@ class FastEpochRunner(_ModelAccess):
     ``model.train_step``, then validates with ``model.test_step`` at the same batch
     size; the logs come from ``model.get_metrics_result()`` like ``fit``'s. The data
     order of epoch ``e`` after ``reset(seed, ...)`` is a stateless shuffle seeded by
-    ``(seed, e)``, and TensorFlow op determinism is enabled, so a seed fixes the run.
+    ``(seed, e)``, and its methods run with TensorFlow op determinism on (the caller's
+    setting is restored after each call: :func:`deterministic`), so a seed fixes the run.
 
     Args:
         task: the task; its data is held as tensors for the runner's lifetime.
@@ -300,8 +330,8 @@ class FastEpochRunner(_ModelAccess):
             like ``fit(shuffle=False)``).
     """
 
+    @deterministic
     def __init__(self, task: TrainingTask, shuffle: bool = True) -> None:
-        tf.config.experimental.enable_op_determinism()
         self.task = task
         self.shuffle = shuffle
         self.epoch = 0
@@ -395,6 +425,7 @@ class FastEpochRunner(_ModelAccess):
 
     # the EpochRunner interface
 
+    @deterministic
     def reset(self, seed: int, learning_rate: float) -> None:
         """Fresh weights and data order from ``seed``, zeroed optimizer, ``learning_rate``."""
         self.resetter.reset(seed, learning_rate)
@@ -402,6 +433,7 @@ class FastEpochRunner(_ModelAccess):
         self._seed = seed & 0x7FFFFFFFFFFFFFFF
         self.epoch = 0
 
+    @deterministic
     def run_epoch(self) -> Logs:
         """Train one epoch and validate; NaN/inf come back as float nan/inf."""
         if self._closed:
@@ -410,6 +442,7 @@ class FastEpochRunner(_ModelAccess):
         self.epoch += 1
         return dict(zip(self._keys["epoch"], values.numpy().tolist(), strict=True))
 
+    @deterministic
     def evaluate_test(self) -> Logs:
         values = self.test_function()
         return dict(zip(self._keys["test"], values.numpy().tolist(), strict=True))
@@ -533,6 +566,7 @@ class FitEpochRunner(_ModelAccess):
         test_data: ``(x, y)`` or a dataset for :meth:`evaluate_test`, or ``None``.
     """
 
+    @deterministic
     def __init__(
         self,
         model: keras.Model,
@@ -546,7 +580,6 @@ class FitEpochRunner(_ModelAccess):
                 "fit_kwargs give no validation data; the controller needs val_loss: pass "
                 "validation_data=... or validation_split=..."
             )
-        tf.config.experimental.enable_op_determinism()
         self.task = task
         self.model = model
         self.epoch = 0
@@ -560,6 +593,7 @@ class FitEpochRunner(_ModelAccess):
         self._worker = _FitWorker(model, kwargs)
         self._finalizer = weakref.finalize(self, self._worker.stop)
 
+    @deterministic
     def reset(self, seed: int, learning_rate: float) -> None:
         """Stop the current fit; fresh weights from ``seed``, zeroed optimizer, new lr."""
         self._worker.stop()
@@ -568,6 +602,7 @@ class FitEpochRunner(_ModelAccess):
         tf.random.set_seed(seed & 0x7FFFFFFF)
         self.epoch = 0
 
+    @deterministic
     def run_epoch(self) -> Logs:
         """Let ``fit`` train and validate one more epoch; its epoch-end logs as floats.
 
@@ -579,6 +614,7 @@ class FitEpochRunner(_ModelAccess):
         self.epoch += 1
         return logs
 
+    @deterministic
     def evaluate_test(self) -> Logs:
         """``model.evaluate`` on ``test_data`` (fit stays paused meanwhile)."""
         if self.test_data is None:
@@ -589,6 +625,7 @@ class FitEpochRunner(_ModelAccess):
         logs = self.model.evaluate(x, y, batch_size=batch_size, verbose=0, return_dict=True)
         return _float_logs(logs)
 
+    @deterministic
     def close(self) -> None:
         """End the fit thread cleanly (also done when the runner is garbage-collected)."""
         self._finalizer()

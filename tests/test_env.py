@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import gymnasium
 import numpy as np
@@ -14,6 +18,7 @@ from fitpilot.envs.env import ENV_ID, KerasTrainingEnv
 from tests.user_tasks import TASKS
 
 KEEP, STOP = 1, 3
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -127,3 +132,26 @@ def test_sampled_starting_learning_rates_span_the_factor_range() -> None:
 
 def test_observation_has_the_featurizer_size(env: KerasTrainingEnv) -> None:
     assert env.observation_space.shape == (Featurizer.size,)
+
+
+def test_a_plain_fit_with_dropout_runs_after_the_env_in_the_same_process() -> None:
+    """The env leaves TensorFlow's op determinism as it found it (off), in a fresh process."""
+    code = """
+import keras, numpy as np
+from fitpilot.envs.env import KerasTrainingEnv
+from tests.user_tasks import TASKS
+env = KerasTrainingEnv(tasks=TASKS)
+env.reset(seed=0)
+env.step(1)
+env.close()
+model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8), keras.layers.Dropout(0.5),
+                          keras.layers.Dense(3, activation="softmax")])
+model.compile("adam", "sparse_categorical_crossentropy")
+model.fit(np.random.rand(32, 4), np.arange(32) % 3, epochs=2, verbose=0)
+print("fit ok")
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "FITPILOT_THREADS": "1"}, check=False,
+    )
+    assert result.returncode == 0 and result.stdout == "fit ok\n", result.stderr[-1500:]

@@ -11,6 +11,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow.python.framework import config as tf_config
 
 from fitpilot.controller.actions import ActionError
 from fitpilot.envs.runner import (
@@ -420,3 +421,38 @@ def test_generic_runner_reraises_fit_errors_with_their_message() -> None:
     assert not _fit_threads()
     with pytest.raises(RunnerError, match="validation"):
         FitEpochRunner(MLP_SGD.compiled_model(), dict(x=data.train.x, y=data.train.y))
+
+
+def test_runners_scope_op_determinism_to_their_own_calls() -> None:
+    """Op determinism is on inside each runner call, and the caller's setting after it."""
+    data = DROPOUT.data()
+    seen: list[bool] = []
+
+    class Probe(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            seen.append(tf_config.is_op_determinism_enabled())
+
+    tf_config.disable_op_determinism()
+    fast = FastEpochRunner(DROPOUT)
+    epoch_function = fast.epoch_function
+    fast.epoch_function = lambda seed: (seen.append(tf_config.is_op_determinism_enabled()),
+                                        epoch_function(seed))[1]
+    generic = FitEpochRunner(
+        DROPOUT.compiled_model(),
+        dict(x=data.train.x, y=data.train.y, batch_size=32, validation_split=0.25,
+             callbacks=[Probe()]),
+    )
+    for runner in (fast, generic):
+        runner.reset(0, 1e-3)
+        runner.run_epoch()
+        runner.remember_weights()
+        assert not tf_config.is_op_determinism_enabled()
+    assert seen == [True, True]
+    tf_config.enable_op_determinism()  # a caller who wants it keeps it
+    try:
+        fast.run_epoch()
+        generic.run_epoch()
+        assert tf_config.is_op_determinism_enabled()
+    finally:
+        tf_config.disable_op_determinism()
+        generic.close()
