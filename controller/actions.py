@@ -118,7 +118,7 @@ def action_scheme_from_dict(data: Mapping[str, Any]) -> ActionScheme:
     """Rebuild an action scheme from :meth:`to_dict` output; refuse other versions."""
     if data.get("version") != ACTIONS_VERSION:
         raise ActionError(
-            f"action scheme version {data.get('version')} is not supported (this fitpilot "
+            f"action scheme version {data.get('version')!r} is not supported (this fitpilot "
             f"reads version {ACTIONS_VERSION}); retrain or use the fitpilot that made it"
         )
     if data.get("kind") == "discrete":

@@ -24,10 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from fitpilot.controller.actions import ActionScheme, action_scheme_from_dict
+from fitpilot.controller.actions import ActionScheme, DiscreteActions, action_scheme_from_dict
 from fitpilot.controller.features import Featurizer, FeaturizerConfig
 from fitpilot.controller.policy import MLPPolicy, ObservationPipeline, ObsNormalization
-from fitpilot.errors import FitpilotError
+from fitpilot.errors import FitpilotError, first_line
 
 BUNDLE_FORMAT = 1
 
@@ -47,6 +47,39 @@ class Bundle:
     frame_stack: int = 1
     metadata: dict[str, Any] = field(default_factory=dict)
     fitpilot_version: str = ""  # the fitpilot that made it; "" means this one
+
+    def __post_init__(self) -> None:
+        """Refuse parts that do not fit together, or non-finite numbers, with a BundleError."""
+        fix = "re-export the controller"
+        for name, array in self.arrays().items():
+            if not np.isfinite(array).all():
+                raise BundleError(f"the bundle's {name} holds NaN or inf values; {fix}")
+        inputs = Featurizer.size * self.frame_stack
+        size, source = inputs, "its featurizer and frame stack give"
+        layers = [*self.policy.hidden, self.policy.head]
+        for i, (weight, bias) in enumerate(layers):
+            layer = "head" if i == len(layers) - 1 else f"hidden layer {i}"
+            if weight.ndim != 2 or bias.shape != (weight.shape[1],):
+                raise BundleError(f"the bundle's policy {layer} has weights {weight.shape} "
+                                  f"and bias {bias.shape}; {fix}")
+            if weight.shape[0] != size:
+                raise BundleError(f"the bundle's policy {layer} takes {weight.shape[0]} inputs "
+                                  f"but {source} {size}; {fix}")
+            size, source = weight.shape[1], "the layer before gives"
+        if self.normalization.mean.shape != (inputs,) or self.normalization.var.shape != (inputs,):
+            raise BundleError(f"the bundle's observation statistics have shape "
+                              f"{self.normalization.mean.shape}, not ({inputs},); {fix}")
+        if isinstance(self.actions, DiscreteActions):
+            outputs, kinds = self.actions.n, ("logits", "q_values")
+            scheme = f"discrete action scheme ({', '.join(self.actions.names)})"
+        else:
+            outputs, kinds = 2, ("gaussian_mean",)
+            scheme = "continuous action scheme (lr factor, stop)"
+        if size != outputs or self.policy.head_kind not in kinds:
+            raise BundleError(
+                f"the bundle's policy head gives {size} {self.policy.head_kind} but its {scheme} "
+                f"needs {outputs} {' or '.join(kinds)}; {fix}"
+            )
 
     def make_featurizer(self) -> Featurizer:
         return Featurizer(self.featurizer)
@@ -113,19 +146,33 @@ def load_bundle(path: str | Path) -> Bundle:
             f"no controller bundle at {path}; give the controller.zip written by "
             f"`fitpilot train`, or use LearnedController.pretrained()"
         )
+    fix = "re-export it with `fitpilot train` or download it again"
     try:
         with zipfile.ZipFile(path) as archive:
-            manifest = json.loads(archive.read("manifest.json"))
-            with np.load(io.BytesIO(archive.read("arrays.npz")), allow_pickle=False) as npz:
-                arrays = {name: npz[name] for name in npz.files}
-    except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
+            manifest_bytes = archive.read("manifest.json")
+            arrays_bytes = archive.read("arrays.npz")
+    except (zipfile.BadZipFile, KeyError, OSError) as exc:
         raise BundleError(
-            f"{path} is not a readable controller bundle ({exc}); re-export it with "
-            f"`fitpilot train` or download it again"
+            f"{path} is not a readable controller bundle ({first_line(exc)}); {fix}"
         ) from exc
+    try:
+        manifest = json.loads(manifest_bytes)
+    except ValueError as exc:
+        raise BundleError(f"{path} is corrupt: its manifest.json is not JSON "
+                          f"({first_line(exc)}); {fix}") from exc
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{path} is corrupt: its manifest.json holds a JSON "
+                          f"{type(manifest).__name__}, not an object; {fix}")
+    try:
+        with np.load(io.BytesIO(arrays_bytes), allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+        # numpy's own message suggests allow_pickle=True: not for a file from elsewhere.
+        raise BundleError(f"{path} is corrupt: its arrays.npz is not a numpy array archive; "
+                          f"{fix}") from exc
     if manifest.get("format") != BUNDLE_FORMAT:
         raise BundleError(
-            f"{path} is bundle format {manifest.get('format')}, made by fitpilot "
+            f"{path} is bundle format {manifest.get('format')!r}, made by fitpilot "
             f"{manifest.get('fitpilot_version', '?')}; this fitpilot reads format "
             f"{BUNDLE_FORMAT}: retrain the controller or install the fitpilot that made it"
         )
@@ -133,8 +180,10 @@ def load_bundle(path: str | Path) -> Bundle:
         bundle = _bundle_from(manifest, arrays)
     except FitpilotError as exc:
         raise BundleError(f"{path}: {exc}") from exc
-    except (KeyError, TypeError, ValueError) as exc:
+    except KeyError as exc:
         raise BundleError(f"{path} is an incomplete controller bundle (missing {exc})") from exc
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise BundleError(f"{path} is corrupt: {first_line(exc)}; {fix}") from exc
     stored_hash = manifest.pop("hash", None)
     if stored_hash != _content_hash(manifest, arrays):
         raise BundleError(

@@ -151,12 +151,6 @@ class LearnedController(keras.callbacks.Callback):
         self.bundle = bundle
         self.featurizer = bundle.make_featurizer()
         self.pipeline = bundle.make_pipeline()
-        expected = self.featurizer.size * bundle.frame_stack
-        if bundle.policy.input_size != expected:
-            raise BundleError(
-                f"the bundle's policy takes {bundle.policy.input_size} inputs but its "
-                f"featurizer and frame stack give {expected}; re-export the controller"
-            )
         self.monitor = monitor
         self.mode = mode
         self.restore_best_weights = restore_best_weights

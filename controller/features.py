@@ -62,18 +62,33 @@ class FeaturizerConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> FeaturizerConfig:
         version = data.get("version")
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise FeaturizerError(
+                f"featurizer version {version!r} is a {type(version).__name__}, not an integer "
+                f"(this fitpilot reads version {FEATURIZER_VERSION}); the bundle was edited or "
+                f"damaged: re-export the controller"
+            )
         if version != FEATURIZER_VERSION:
             raise FeaturizerError(
                 f"featurizer version {version} is not supported by this fitpilot "
                 f"(it reads version {FEATURIZER_VERSION}); retrain the controller with this "
                 f"version or install the fitpilot version that made it"
             )
-        unknown = set(data) - set(cls.__dataclass_fields__)
+        fields = cls.__dataclass_fields__
+        unknown = set(data) - set(fields)
         if unknown:
-            known = sorted(set(cls.__dataclass_fields__) - {"version"})
+            known = sorted(set(fields) - {"version"})
             raise FeaturizerError(
                 f"unknown featurizer settings {sorted(unknown)}; known: {', '.join(known)}"
             )
+        for name, value in data.items():
+            kind = type(fields[name].default)  # str, int or float
+            allowed = (int, float) if kind is float else (kind,)
+            if not isinstance(value, allowed) or isinstance(value, bool):
+                raise FeaturizerError(
+                    f"featurizer setting {name}={value!r} must be {kind.__name__}, not "
+                    f"{type(value).__name__}"
+                )
         return cls(**data)
 
 
