@@ -2,9 +2,9 @@
 
 A recipe is built in layers, later layers win: the algorithm's versioned
 hyperparameter file (``agents/hyperparams/<algo>.yaml``), the recipe of the
-run being resumed, a ``--config`` YAML file, command-line options, then
-``--hp key=value`` / ``--env key=value`` overrides. ``config.yaml`` in a run
-folder is :meth:`TrainConfig.to_dict` of the recipe actually used.
+run being resumed, a recipe YAML file (``fitpilot train --config``), options,
+then single ``hp`` / ``env`` overrides (``--hp key=value``, ``--env key=value``).
+``config.yaml`` in a run folder is :meth:`TrainConfig.to_dict` of the recipe used.
 
 This module does not import torch; :func:`check_hyperparameters` imports
 stable-baselines3 to compare keys with the algorithm's signature.
@@ -216,21 +216,19 @@ class TrainConfig:
         if self.algo not in ALGORITHMS:
             raise TrainError(f"unknown algorithm {self.algo!r}; use one of {', '.join(ALGORITHMS)}")
         if self.suite and self.tasks:
-            raise TrainError("give --suite or --tasks, not both")
+            raise TrainError("give `suite` or `tasks`, not both")
         for name in ("timesteps", "n_envs", "checkpoint_every"):
             if int(getattr(self, name)) < 1:
-                raise TrainError(
-                    f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}"
-                )
+                raise TrainError(f"`{name}` must be >= 1, got {getattr(self, name)}")
         if self.eval_every < 0:
-            raise TrainError(f"eval-every must be >= 0 (0 disables), got {self.eval_every}")
+            raise TrainError(f"`eval_every` must be >= 0 (0 disables), got {self.eval_every}")
         self.env.check()
         if self.algo == "dqn" and self.env.actions.get("kind") != "discrete":
             raise TrainError(
-                "DQN needs discrete actions; use --algo ppo or a2c for continuous ones"
+                "DQN needs discrete actions; use `algo='ppo'` or `algo='a2c'` for continuous ones"
             )
         if self.stop_bias and self.algo == "dqn":
-            raise TrainError("stop_bias applies to PPO and A2C; set it to 0 for DQN")
+            raise TrainError("`stop_bias` applies to PPO and A2C; set it to 0 for DQN")
 
 
 def algorithm_defaults(algo: str) -> dict[str, Any]:
@@ -272,7 +270,7 @@ def parse_overrides(items: Iterable[str], option: str) -> dict[str, Any]:
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
-    """A ``--config`` YAML file as a dict (keys are checked when the config is built).
+    """A recipe YAML file as a dict (keys are checked when the config is built).
 
     Top-level keys may be spelt like the options (``n-envs``) or the fields (``n_envs``).
     """
@@ -369,7 +367,7 @@ def check_hyperparameters(config: TrainConfig) -> None:
 
 def algorithm_kwargs(config: TrainConfig) -> dict[str, Any]:
     """``config.hp`` as keyword arguments of the algorithm class (activation names -> torch)."""
-    import torch.nn as nn
+    import torch.nn as nn  # torch loads with the learner; recipes are read without it
 
     kwargs = copy.deepcopy(config.hp)
     policy_kwargs = kwargs.get("policy_kwargs") or {}
@@ -384,7 +382,7 @@ def algorithm_kwargs(config: TrainConfig) -> dict[str, Any]:
 
 def algorithm_class(algo: str) -> type:
     """The stable-baselines3 class of ``algo`` (imports torch)."""
-    import stable_baselines3
+    import stable_baselines3  # loads TensorFlow (tensorboard): only after runtime.configure
 
     return {
         "ppo": stable_baselines3.PPO,

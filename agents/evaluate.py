@@ -38,7 +38,7 @@ class Evaluator:
     @property
     def env(self) -> KerasTrainingEnv:
         if self._env is None:
-            from fitpilot.envs.env import KerasTrainingEnv
+            from fitpilot.envs.env import KerasTrainingEnv  # imports TensorFlow: after configure
 
             self._env = KerasTrainingEnv(
                 tasks=self.config.eval_tasks, **self.config.env.env_kwargs()

@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from gymnasium import spaces
 
 from fitpilot.agents.config import TrainError
 from fitpilot.controller.bundle import Bundle
@@ -43,7 +44,7 @@ class ExportError(TrainError):
 
 def export_policy(policy: BasePolicy) -> MLPPolicy:
     """The numpy twin of an SB3 policy: same deterministic action for the same input."""
-    from gymnasium import spaces
+    # SB3 (and TensorFlow, through tensorboard) load when a bundle is exported, after configure.
     from stable_baselines3.common.policies import ActorCriticPolicy
     from stable_baselines3.common.torch_layers import MlpExtractor
     from stable_baselines3.dqn.policies import DQNPolicy
@@ -109,7 +110,7 @@ def normalization_of(vec_normalize: VecNormalize | None, size: int) -> ObsNormal
 
 def frame_stack_of(model: BaseAlgorithm) -> int:
     """Frames stacked by the model's ``VecFrameStack`` (1 without one)."""
-    from stable_baselines3.common.vec_env import VecEnvWrapper, VecFrameStack
+    from stable_baselines3.common.vec_env import VecEnvWrapper, VecFrameStack  # SB3: see above
 
     env = model.get_env()
     while isinstance(env, VecEnvWrapper):
@@ -158,13 +159,13 @@ def make_bundle(
 
 
 def _activation_name(module: nn.Module) -> str | None:
-    import torch.nn as nn
+    import torch.nn as nn  # torch and SB3 load with the learner, not with this module
 
     return {nn.Tanh: "tanh", nn.ReLU: "relu"}.get(type(module))
 
 
 def _check_flatten(extractor: nn.Module) -> None:
-    from stable_baselines3.common.torch_layers import FlattenExtractor
+    from stable_baselines3.common.torch_layers import FlattenExtractor  # SB3: with the learner
 
     if type(extractor) is not FlattenExtractor:
         raise ExportError(
@@ -175,7 +176,7 @@ def _check_flatten(extractor: nn.Module) -> None:
 
 def _linear(module: nn.Module, where: str) -> Layer:
     """``(W, b)`` of a ``Linear`` layer, ``W`` shaped ``(inputs, outputs)``, float32."""
-    import torch.nn as nn
+    import torch.nn as nn  # torch loads with the learner, not with this module
 
     if type(module) is not nn.Linear:
         raise ExportError(f"{where} is a {type(module).__name__}, not a Linear layer")
@@ -195,7 +196,7 @@ def _read_sequential(
 
     With ``hidden_only`` every ``Linear`` must be followed by the activation.
     """
-    import torch.nn as nn
+    import torch.nn as nn  # torch loads with the learner, not with this module
 
     if not isinstance(sequential, nn.Sequential):
         raise ExportError(f"{where} is a {type(sequential).__name__}, not an nn.Sequential")

@@ -236,7 +236,7 @@ class RayVecEnv(VecEnv):
                 raise RayBackendError(
                     f"environment {index} lost its Ray actor {self._failures[index]} times in a "
                     f"row; see the Ray worker logs (e.g. /tmp/ray/session_latest/logs), give "
-                    f"more --worker-memory, or use --backend local"
+                    f"more `worker_memory`, or use `backend='local'`"
                 )
             warnings.warn(
                 f"RayVecEnv: the actor of environment {index} died; restarting its episode on a "
@@ -290,7 +290,7 @@ def make_ray_workers(
     """``n_envs`` monitored training environments as Ray actors (connects to Ray if needed)."""
     n_envs = n_envs or config.n_envs
     ray, _ = connect(options)
-    check_capacity(ray, options, n_envs, "environments (--n-envs)")
+    check_capacity(ray, options, n_envs, "environments (`n_envs`)")
     factory = functools.partial(make_env, config.task_spec, config)
     workers = RayVecEnv([factory] * n_envs, options.remote_options(), threads=options.threads)
     return VecMonitor(workers)

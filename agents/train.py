@@ -11,7 +11,7 @@ A run lives in one folder::
     tb/run_1/            TensorBoard: SB3's figures, episode/ and eval/
     summary.json         timesteps, wall time, env steps per second, evaluations
 
-``--resume`` continues from the latest checkpoint with the same step count.
+``resume=True`` continues from the latest checkpoint with the same step count.
 """
 
 from __future__ import annotations
@@ -29,10 +29,23 @@ from typing import Any
 
 import yaml
 
-from fitpilot.agents.config import TrainConfig, TrainError, load_yaml, run_differences
+from fitpilot.agents.config import (
+    TrainConfig,
+    TrainError,
+    algorithm_class,
+    algorithm_kwargs,
+    check_hyperparameters,
+    load_yaml,
+    run_differences,
+)
+from fitpilot.agents.evaluate import Evaluator
+from fitpilot.agents.export import export_bundle
+from fitpilot.agents.vecenv import make_workers, wrap
 from fitpilot.controller.bundle import save_bundle
+from fitpilot.envs.loading import check_spec, load_tasks
 from fitpilot.errors import first_line
 from fitpilot.jsonable import jsonable
+from fitpilot.runtime import configure
 
 CHECKPOINT_PREFIX = "rl_model"
 _CHECKPOINT = re.compile(rf"{CHECKPOINT_PREFIX}_(\d+)_steps\.zip$")
@@ -68,9 +81,13 @@ class RunFolder:
         try:
             data = load_yaml(self.config.read_text())
         except (OSError, yaml.YAMLError) as exc:
-            raise TrainError(f"cannot read {self.config} ({exc}); fix it or use --force") from exc
+            raise TrainError(
+                f"cannot read {self.config} ({exc}); fix it or pass `force=True`"
+            ) from exc
         if not isinstance(data, dict):
-            raise TrainError(f"{self.config} is not a training config; fix it or use --force")
+            raise TrainError(
+                f"{self.config} is not a training config; fix it or pass `force=True`"
+            )
         return data
 
     def write_config(self, config: TrainConfig) -> None:
@@ -115,7 +132,7 @@ def check_folder(folder: RunFolder, config: TrainConfig, resume: bool, force: bo
     """Refuse to overwrite a run, or to resume one with a different recipe."""
     stored = folder.stored_config()
     if force and resume:
-        raise TrainError("give --resume or --force, not both")
+        raise TrainError("pass `resume=True` or `force=True`, not both")
     if resume:
         if stored is None:
             raise TrainError(f"nothing to resume: {folder.path} holds no training run")
@@ -123,7 +140,8 @@ def check_folder(folder: RunFolder, config: TrainConfig, resume: bool, force: bo
         if differences:
             raise TrainError(
                 f"cannot resume {folder.path}: its run was made with other settings "
-                f"({'; '.join(differences)}); drop those options, or use --force to start over"
+                f"({'; '.join(differences)}); drop those settings, or pass `force=True` to "
+                f"start over"
             )
         if folder.latest_checkpoint() is None:
             raise TrainError(
@@ -133,8 +151,8 @@ def check_folder(folder: RunFolder, config: TrainConfig, resume: bool, force: bo
         differences = run_differences(config, stored)
         what = f"a different run ({'; '.join(differences)})" if differences else "this run already"
         raise TrainError(
-            f"{folder.path} holds {what}; use --resume to continue it, --force to start over, "
-            f"or another --out"
+            f"{folder.path} holds {what}; use `resume=True` to continue it, `force=True` to start "
+            f"over, or another `out`"
         )
 
 
@@ -151,21 +169,22 @@ def train(
     """Train (or continue training) an agent in ``out``; return the summary written there.
 
     ``workers`` makes the monitored environments from the recipe (default:
-    :func:`fitpilot.agents.vecenv.make_workers`; ``--backend ray`` passes
-    :func:`fitpilot.agents.ray_vecenv.make_ray_workers`).
+    :func:`fitpilot.agents.vecenv.make_workers`; the Ray backend passes
+    :func:`fitpilot.agents.ray_vecenv.make_ray_workers`). The tasks, those from an
+    import path checked first (each model built and run on two rows of its data),
+    load before anything is written.
     """
-    from fitpilot.agents.config import check_hyperparameters
-    from fitpilot.envs.loading import load_tasks
-    from fitpilot.runtime import configure
-
     config.check()
     folder = RunFolder(out)
     check_folder(folder, config, resume, force)
-    tasks = load_tasks(config.task_spec)
+    specs = [config.task_spec, *([config.eval_tasks] if config.eval_every else [])]
+    for spec in specs:
+        check_spec(spec)  # a typo in an import path is reported before TensorFlow loads
+    configure(1)  # before the task check and SB3 load TensorFlow; children size their own
+    tasks = load_tasks(config.task_spec, check=True)
     if config.eval_every:
-        load_tasks(config.eval_tasks)
-    configure(1)  # before SB3's import pulls TensorFlow in; children size their own
-    import torch
+        load_tasks(config.eval_tasks, check=True)
+    import torch  # with SB3, only in the learner: the command line starts without them
 
     torch.set_num_threads(1)
     check_hyperparameters(config)
@@ -196,8 +215,6 @@ class _Session:
         checkpoint: Checkpoint | None,
         workers: Callable[[TrainConfig], Any] | None = None,
     ):
-        from fitpilot.agents.evaluate import Evaluator
-
         self.config, self.folder, self.checkpoint = config, folder, checkpoint
         self.workers = workers
         self.evaluator = Evaluator(config)
@@ -206,19 +223,15 @@ class _Session:
 
     def start(self) -> None:
         """Start the environments and build (or load) the model."""
-        from fitpilot.agents.vecenv import make_workers
-
         self.venv = self._wrapped((self.workers or make_workers)(self.config))
         self.model = self._model()
         if self.model.num_timesteps >= self.config.timesteps:
             raise TrainError(
-                f"{self.folder.path} already has {self.model.num_timesteps} steps (>= --timesteps "
-                f"{self.config.timesteps}); raise --timesteps to train further"
+                f"{self.folder.path} already has {self.model.num_timesteps} steps (>= `timesteps` "
+                f"{self.config.timesteps}); raise `timesteps` to train further"
             )
 
     def _wrapped(self, workers: Any) -> Any:
-        from fitpilot.agents.vecenv import wrap
-
         try:
             return wrap(
                 workers, self.config, self.checkpoint.normalization if self.checkpoint else None
@@ -228,8 +241,6 @@ class _Session:
             raise
 
     def _model(self) -> Any:
-        from fitpilot.agents.config import algorithm_class
-
         tensorboard = str(self.folder.tensorboard)
         if self.checkpoint is None:
             return new_model(self.config, self.venv, tensorboard)
@@ -249,7 +260,7 @@ class _Session:
         return model
 
     def run(self, progress: bool, echo: Callable[[str], None]) -> dict[str, Any]:
-        from fitpilot.agents.callbacks import (
+        from fitpilot.agents.callbacks import (  # imports SB3 (and TensorFlow): after configure
             EpisodeStatsCallback,
             HoldoutEvalCallback,
             PruningCheckpointCallback,
@@ -319,8 +330,6 @@ class _Session:
         return summary
 
     def export(self) -> Any:
-        from fitpilot.agents.export import export_bundle
-
         model, config = self.model, self.config
         metadata = {
             "algo": config.algo,
@@ -334,7 +343,7 @@ class _Session:
 
     def save(self) -> None:
         """The final model and statistics, in the run folder and as the latest checkpoint."""
-        from fitpilot.agents.callbacks import prune_replay_buffers
+        from fitpilot.agents.callbacks import prune_replay_buffers  # SB3: after configure
 
         model, folder = self.model, self.folder
         steps = model.num_timesteps
@@ -364,9 +373,7 @@ class _Session:
 
 def new_model(config: TrainConfig, venv: Any, tensorboard_log: str | None = None) -> Any:
     """A fresh SB3 model of ``config`` on ``venv``, with the stop bias applied (CPU, quiet)."""
-    import torch
-
-    from fitpilot.agents.config import algorithm_class, algorithm_kwargs
+    import torch  # with SB3, only in the learner: the command line starts without them
 
     try:
         model = algorithm_class(config.algo)(

@@ -89,29 +89,29 @@ def parse_memory(text: str) -> int:
     value = float(match.group(1)) if match else math.nan
     if not match or value <= 0:
         raise RayBackendError(
-            f"bad --worker-memory {text!r}; give a size in MB or GB, e.g. 512MB or 2GB"
+            f"bad `worker_memory` {text!r}; give a size in MB or GB, e.g. 512MB or 2GB"
         )
     return int(value * _UNITS[(match.group(2) or "m").lower()])
 
 
 def ray_options(
     backend: str,
-    address: str | None = None,
+    ray_address: str | None = None,
     worker_cpus: float | None = None,
     worker_memory: str | None = None,
 ) -> RayOptions | None:
-    """The command-line options as :class:`RayOptions` (``None`` for the local backend).
+    """The backend options as :class:`RayOptions` (``None`` for the local backend).
 
     Ray options given with the local backend are refused rather than ignored.
     """
     if backend not in BACKENDS:
-        raise RayBackendError(f"unknown --backend {backend!r}; use one of {', '.join(BACKENDS)}")
+        raise RayBackendError(f"unknown `backend` {backend!r}; use one of {', '.join(BACKENDS)}")
     given = [
         name
         for name, value in (
-            ("--ray-address", address),
-            ("--worker-cpus", worker_cpus),
-            ("--worker-memory", worker_memory),
+            ("`ray_address`", ray_address),
+            ("`worker_cpus`", worker_cpus),
+            ("`worker_memory`", worker_memory),
         )
         if value is not None
     ]
@@ -119,15 +119,15 @@ def ray_options(
         if given:
             one = len(given) == 1
             raise RayBackendError(
-                f"{', '.join(given)} {'is' if one else 'are'} for --backend ray; add "
-                f"--backend ray, or leave {'it' if one else 'them'} out"
+                f"{', '.join(given)} {'is' if one else 'are'} for `backend='ray'`; add "
+                f"`backend='ray'`, or leave {'it' if one else 'them'} out"
             )
         return None
     cpus = 1.0 if worker_cpus is None else float(worker_cpus)
     if not (math.isfinite(cpus) and cpus > 0):
-        raise RayBackendError(f"--worker-cpus must be a positive number, not {worker_cpus}")
+        raise RayBackendError(f"`worker_cpus` must be a positive number, not {worker_cpus}")
     memory = parse_memory(worker_memory) if worker_memory is not None else None
-    return RayOptions(address=address or None, worker_cpus=cpus, worker_memory=memory)
+    return RayOptions(address=ray_address or None, worker_cpus=cpus, worker_memory=memory)
 
 
 def import_ray() -> ModuleType:
@@ -136,7 +136,7 @@ def import_ray() -> ModuleType:
         import ray
     except ImportError as exc:
         raise RayBackendError(
-            f"--backend ray needs Ray, which is not installed ({exc}); {INSTALL_HINT}"
+            f"`backend='ray'` needs Ray, which is not installed ({exc}); {INSTALL_HINT}"
         ) from exc
     return ray
 
@@ -167,7 +167,7 @@ def connect(options: RayOptions) -> tuple[ModuleType, bool]:
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
         raise RayBackendError(
-            f"cannot connect to {where}: {first_line(exc)}; check --ray-address / "
+            f"cannot connect to {where}: {first_line(exc)}; check `ray_address` / "
             f"{ADDRESS_VARIABLE} (e.g. auto, HOST:6379 or ray://HOST:10001), "
             f"or unset both for a local instance"
         ) from exc
@@ -197,9 +197,9 @@ def check_capacity(ray: ModuleType, options: RayOptions, workers: int, what: str
         return
     slots = sum(_node_slots(node, options) for node in nodes)
     plural = "" if options.worker_cpus == 1 else "s"
-    asked = f"{options.worker_cpus:g} CPU{plural} (--worker-cpus)"
+    asked = f"{options.worker_cpus:g} CPU{plural} (`worker_cpus`)"
     if options.worker_memory:
-        asked += f" and {options.worker_memory / 2**30:.4g} GB (--worker-memory)"
+        asked += f" and {options.worker_memory / 2**30:.4g} GB (`worker_memory`)"
     problem = None
     if slots == 0:
         problem = f"each worker asks for {asked}, more than any Ray node has; ask for less"
@@ -253,7 +253,7 @@ def _check_reachable(address: str) -> None:
     except OSError as exc:
         raise RayBackendError(
             f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}); check "
-            f"--ray-address / {ADDRESS_VARIABLE}, or unset both for a local instance"
+            f"`ray_address` / {ADDRESS_VARIABLE}, or unset both for a local instance"
         ) from exc
 
 

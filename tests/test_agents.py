@@ -108,7 +108,7 @@ def test_packaged_hyperparameters_are_accepted_by_their_algorithm(algo: str) -> 
         ({"env": "x"}, "env must be a mapping"),
         ({"eval_factors": [1, "x"]}, r"eval_factors\[1\] must be a number, got 'x'"),
         ({"stop_bias": True}, "stop_bias must be a number, got True"),
-        ({"algo": "dqn", "stop_bias": -3}, "stop_bias applies to PPO and A2C; set it to 0 for DQN"),
+        ({"algo": "dqn", "stop_bias": -3}, "`stop_bias` applies to PPO and A2C; set it to 0"),
     ],
 )
 def test_bad_recipes_are_refused(layer: dict, message: str) -> None:

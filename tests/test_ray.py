@@ -217,13 +217,13 @@ def test_backend_options_memory_sizes_and_bad_input() -> None:
         512 * 2**20, 512 * 2**20, 800 * 2**20, 2 * 2**30, 2 * 2**30,
     ]
     for bad in ("lots", "0", "-1GB", "2TB"):
-        with pytest.raises(RayBackendError, match="bad --worker-memory"):
+        with pytest.raises(RayBackendError, match="bad `worker_memory`"):
             parse_memory(bad)
-    with pytest.raises(RayBackendError, match="--worker-cpus is for --backend ray; add"):
+    with pytest.raises(RayBackendError, match="`worker_cpus` is for `backend='ray'`; add"):
         ray_options("local", worker_cpus=2)
-    with pytest.raises(RayBackendError, match="--worker-cpus must be a positive number"):
+    with pytest.raises(RayBackendError, match="`worker_cpus` must be a positive number"):
         ray_options("ray", worker_cpus=0)
-    with pytest.raises(RayBackendError, match="unknown --backend 'spark'"):
+    with pytest.raises(RayBackendError, match="unknown `backend` 'spark'"):
         ray_options("spark")
 
 

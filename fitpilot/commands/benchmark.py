@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from fitpilot.commands import user_errors
+from fitpilot.commands import check_writable, checked_tasks, user_errors
 from fitpilot.commands.ray_options import Backend, RayAddress, WorkerCpus, WorkerMemory
 from fitpilot.commands.tasks import SUITE_HELP, TASKS_HELP
 
@@ -78,6 +78,7 @@ def benchmark(
     from fitpilot.ray_backend import ray_options, session
     from fitpilot.runtime import configure, default_threads
 
+    check_writable(out, "--out")
     names = parse_strategies(strategies)
     factors = parse_lr_factors(lr_factors)
     oracle_factors(oracle_grid)  # validates
@@ -98,6 +99,7 @@ def benchmark(
 
     threads = ray.threads if ray is not None else default_threads(jobs)
     configure(threads)  # before anything here imports TensorFlow: quiet, pools sized
+    checked_tasks(suite, tasks, "holdout")  # as `fitpilot tasks` does, before any writing
     controller_source = controller_hash = None
     if "learned" in names:
         from fitpilot.experiments.runs import controller_hash as hash_of

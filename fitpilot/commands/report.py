@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from fitpilot.commands import user_errors
+from fitpilot.commands import check_writable, user_errors
 
 
 def register(app: typer.Typer) -> None:
@@ -21,6 +21,7 @@ def report(
     """Write DIR/report.md and its plots from DIR/runs.jsonl."""
     from fitpilot.experiments.report import write_report
 
+    check_writable(directory, "DIRECTORY")
     result = write_report(directory)
     if result.warning:
         typer.echo(result.warning, err=True)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from fitpilot.commands import user_errors
+from fitpilot.commands import checked_tasks, user_errors
 
 SUITE_HELP = "Built-in suite: train or holdout."
 TASKS_HELP = "Import path package.module:NAME of a TrainingTask or a list of them."
@@ -26,15 +26,7 @@ def tasks(
     Tasks from an import path are checked first (their model is built and run
     on two rows), so a task that does not fit its data fails here, not mid-run.
     """
-    from fitpilot.envs.loading import check_spec, resolve_tasks
-
-    user_tasks = tasks is not None and ":" in tasks
-    if user_tasks:
-        from fitpilot.runtime import configure
-
-        check_spec(tasks)  # a typo is reported before TensorFlow loads
-        configure()
-    for task in resolve_tasks(suite, tasks, check=user_tasks):
+    for task in checked_tasks(suite, tasks, default="train"):
         data = task.data()
         sizes = f"{len(data.train)}/{len(data.validation)}/{len(data.test)}"
         typer.echo(

@@ -8,9 +8,13 @@ from typing import Annotated
 
 import typer
 
-from fitpilot.commands import user_errors
+from fitpilot.agents.config import build_config, parse_overrides, read_config_file
+from fitpilot.agents.train import RunFolder
+from fitpilot.agents.train import train as run_training
+from fitpilot.commands import check_writable, user_errors
 from fitpilot.commands.ray_options import Backend, RayAddress, WorkerCpus, WorkerMemory
 from fitpilot.commands.tasks import SUITE_HELP, TASKS_HELP
+from fitpilot.ray_backend import check_capacity, ray_options, session
 
 
 def register(app: typer.Typer) -> None:
@@ -71,16 +75,16 @@ def train(
     worker_memory: WorkerMemory = None,
 ) -> None:
     """Train a controller agent; write controller.zip, the SB3 model, checkpoints, TensorBoard
-    logs, config.yaml and summary.json into --out."""
-    from fitpilot.agents.config import build_config, parse_overrides, read_config_file
-    from fitpilot.agents.train import RunFolder
-    from fitpilot.agents.train import train as run_training
-    from fitpilot.ray_backend import check_capacity, ray_options, session
+    logs, config.yaml and summary.json into --out.
 
+    Nothing is written before the folder, the recipe and the tasks are checked:
+    tasks from an import path are checked as ``fitpilot tasks`` checks them.
+    """
     ray = ray_options(backend, ray_address, worker_cpus, worker_memory)
     recipe = read_config_file(config) if config else {}
     folder = out or recipe.pop("out", None) or Path("runs") / str(algo or recipe.get("algo", "ppo"))
     recipe.pop("out", None)
+    check_writable(Path(folder), "--out")
     stored = RunFolder(folder).stored_config() if resume else None
     options = {
         "algo": algo,
@@ -112,8 +116,8 @@ def train(
     if ray is None:
         run()
         return
-    from fitpilot.agents.ray_vecenv import make_ray_workers
+    from fitpilot.agents.ray_vecenv import make_ray_workers  # the optional extra, Ray
 
     with session(ray) as ray_module:
-        check_capacity(ray_module, ray, recipe_config.n_envs, "environments (--n-envs)")
+        check_capacity(ray_module, ray, recipe_config.n_envs, "environments (`n_envs`)")
         run(workers=functools.partial(make_ray_workers, options=ray))
