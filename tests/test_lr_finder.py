@@ -263,3 +263,17 @@ def test_callback_refuses_steps_per_execution() -> None:
     model.compile(keras.optimizers.SGD(0.01), "mse", steps_per_execution=2)
     with pytest.raises(LRFinderError, match="steps_per_execution"):
         model.fit(x, y, epochs=1, verbose=0, callbacks=[LRFinder()])
+
+
+
+def check_restores_exactly() -> None:
+    """On the current Keras backend: a probe from a trained state leaves every variable as it was
+    (run on JAX and torch by tests/test_other_backends.py)."""
+    x, y, _ = least_squares()
+    model = linear_model(keras.optimizers.Adam(1e-3))
+    model.fit(x, y, epochs=1, verbose=0)
+    before = variables_of(model)
+    result = find_learning_rate(model, x, y, max_batches=40, seed=0)
+    assert result.suggestion is not None and result.batches > 10, result
+    for a, b in zip(before, variables_of(model), strict=True):
+        np.testing.assert_array_equal(a, b)
