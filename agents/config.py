@@ -39,6 +39,8 @@ from fitpilot.envs.tasks import LR_DISTRIBUTIONS
 from fitpilot.errors import FitpilotError
 
 ALGORITHMS = ("ppo", "a2c", "dqn")
+# How the environments run: a process each, all in this process, or batched copies of a task.
+VEC_ENVS = ("subproc", "dummy", "batched")
 # Keyword arguments of the algorithm classes that `fitpilot train` sets itself.
 RESERVED_HP = ("policy", "env", "tensorboard_log", "verbose", "seed", "device", "_init_setup_model")
 # Keys that define what a run learns: resuming with other values is refused.
@@ -179,6 +181,7 @@ class TrainConfig:
     tasks: str | None = None
     timesteps: int = 100_000
     n_envs: int = 2
+    vec: str = "subproc"
     seed: int = 0
     eval_every: int = 5000
     eval_tasks: str = "holdout"
@@ -217,6 +220,8 @@ class TrainConfig:
             raise TrainError(f"unknown algorithm {self.algo!r}; use one of {', '.join(ALGORITHMS)}")
         if self.suite and self.tasks:
             raise TrainError("give `suite` or `tasks`, not both")
+        if self.vec not in VEC_ENVS:
+            raise TrainError(f"unknown `vec` {self.vec!r}; use one of {', '.join(VEC_ENVS)}")
         for name in ("timesteps", "n_envs", "checkpoint_every"):
             if int(getattr(self, name)) < 1:
                 raise TrainError(f"`{name}` must be >= 1, got {getattr(self, name)}")

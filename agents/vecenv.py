@@ -40,13 +40,22 @@ def make_env(task_spec: str, config: TrainConfig) -> gymnasium.Env:
 
 
 def make_workers(config: TrainConfig, n_envs: int | None = None) -> VecEnv:
-    """``n_envs`` monitored environments: in this process if 1, else one subprocess each."""
+    """``n_envs`` monitored environments, as ``config.vec`` says.
+
+    ``subproc``: in this process if 1, else one subprocess each; ``dummy``: all in this
+    process; ``batched``: a :class:`~fitpilot.agents.batched_vecenv.BatchedVecEnv`.
+    """
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecMonitor
 
     n_envs = n_envs or config.n_envs
+    if config.vec == "batched":
+        # imports the envs, hence TensorFlow: configured there first
+        from fitpilot.agents.batched_vecenv import make_batched_workers
+
+        return make_batched_workers(config, n_envs)
     factory = functools.partial(make_env, config.task_spec, config)
-    if n_envs == 1:
-        workers: VecEnv = DummyVecEnv([factory])
+    if n_envs == 1 or config.vec == "dummy":
+        workers: VecEnv = DummyVecEnv([factory] * n_envs)
     else:
         methods = multiprocessing.get_all_start_methods()
         method = "forkserver" if "forkserver" in methods else "spawn"

@@ -33,6 +33,14 @@ def train(
         int | None,
         typer.Option("--n-envs", help="Parallel environments, one process each (1: in-process)."),
     ] = None,
+    vec: Annotated[
+        str | None,
+        typer.Option(
+            help="How environments run: subproc (default: a process each), dummy (all in this "
+            "process) or batched (--n-envs copies of one task trained in one compiled call; "
+            "tasks take turns)."
+        ),
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed of the run.")] = None,
     out: Annotated[Path | None, typer.Option(help="Run folder. Default: runs/<algo>.")] = None,
     resume: Annotated[
@@ -92,6 +100,7 @@ def train(
         "tasks": tasks,
         "timesteps": timesteps,
         "n_envs": n_envs,
+        "vec": vec,
         "seed": seed,
         "eval_every": eval_every,
         "checkpoint_every": checkpoint_every,
