@@ -141,7 +141,9 @@ def suggest(
     bad = [i for i, loss in enumerate(curve) if not math.isfinite(loss)]
     if bad:
         lrs, curve = lrs[: bad[0]], curve[: bad[0]]
-    if not losses or not math.isfinite(losses[0]):
+    if not losses:
+        return None, "no batch was run; no suggestion"
+    if not math.isfinite(losses[0]):
         return None, (
             f"the loss was not finite from the first batch (learning rate {learning_rates[0]:.3g}):"
             " the model or the data give NaN/inf whatever the rate; no suggestion"

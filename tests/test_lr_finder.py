@@ -164,6 +164,15 @@ def test_an_unbuilt_optimizer_is_built_and_left_fresh() -> None:
     assert all(not np.any(v) for v in variables_of(model)[2:] if v.ndim)  # zero moments
 
 
+def test_an_unbuilt_model_is_built_from_the_first_batch() -> None:
+    x, y, _ = least_squares()
+    model = keras.Sequential([keras.layers.Dense(1)])  # no Input: built on first call
+    model.compile(keras.optimizers.SGD(0.01), "mse")
+    result = find_learning_rate(model, x, y, max_batches=20, seed=0)
+    assert model.built and result.batches == 20 and result.suggestion is not None
+    assert int(model.optimizer.iterations.numpy()) == 0
+
+
 def test_nan_from_the_first_batch_gives_no_suggestion_and_a_warning() -> None:
     x, y, _ = least_squares()
     y = np.full_like(y, np.nan)
