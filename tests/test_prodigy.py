@@ -212,6 +212,36 @@ def test_d_grows_from_d0_and_the_loss_falls() -> None:
     assert sum(np.abs(g).sum() for g in final) < 0.1 * sum(np.abs(g).sum() for g in start)
 
 
+def test_restoring_the_built_state_restarts_from_the_new_weights() -> None:
+    # The benchmark reuses one compiled model: it puts the optimizer's variables back to
+    # their values right after build, and the weights to a new start. Prodigy must then
+    # take p0 from the new weights (at its first step, as the reference does), not the old.
+    initial, gradients = least_squares()
+    second_start = [w + 0.3 for w in initial]
+
+    def train(optimizer, variables, steps=20):
+        apply = compiled_apply(optimizer, variables)
+        for _ in range(steps):
+            weights = [keras.ops.convert_to_numpy(v) for v in variables]
+            apply([g.astype("float32") for g in gradients(weights)])
+        return [keras.ops.convert_to_numpy(v) for v in variables]
+
+    variables = [keras.Variable(w.astype("float32")) for w in initial]
+    reused = Prodigy()
+    reused.build(variables)
+    fresh_state = [keras.ops.convert_to_numpy(v) for v in reused.variables]
+    train(reused, variables)
+    for variable, value in zip(reused.variables, fresh_state, strict=True):
+        variable.assign(value)
+    for variable, value in zip(variables, second_start, strict=True):
+        variable.assign(value.astype("float32"))
+    again = train(reused, variables)
+
+    expected = train(Prodigy(), [keras.Variable(w.astype("float32")) for w in second_start])
+    for a, b in zip(again, expected, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
 def test_zero_gradients_take_no_step() -> None:
     variable = keras.Variable(np.ones(3, dtype="float32"))
     optimizer = Prodigy(weight_decay=0.5)
