@@ -16,7 +16,7 @@ A NaN or inf loss ends the episode with ``-divergence_penalty``.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import gymnasium
@@ -30,13 +30,21 @@ from fitpilot.controller.actions import (
     next_learning_rate,
 )
 from fitpilot.controller.features import Featurizer, FeaturizerConfig
+from fitpilot.envs import ENV_ID
 from fitpilot.envs.loading import load_tasks
 from fitpilot.envs.runner import EpochRunner, Logs, make_runner
 from fitpilot.envs.tasks import LR_DISTRIBUTIONS, TaskError, TrainingTask
+from fitpilot.errors import FitpilotError
 
-ENV_ID = "fitpilot/KerasTraining-v0"
+__all__ = ["ENV_ID", "EnvError", "KerasTrainingEnv"]
 #: ``"tuned"`` draws ``tuned_fraction`` of the starting rates within this factor of the tuned rate.
 TUNED_SPREAD = 1.5
+#: The keys ``reset(options=...)`` accepts.
+RESET_OPTIONS = ("task", "learning_rate", "lr_factor")
+
+
+class EnvError(FitpilotError, ValueError):
+    """An argument, reset option or action that the environment cannot use."""
 
 
 class KerasTrainingEnv(gymnasium.Env):
@@ -80,17 +88,17 @@ class KerasTrainingEnv(gymnasium.Env):
             raise TaskError("KerasTrainingEnv needs at least one task")
         low, high = lr_factor_range
         if not 0 < low <= high:
-            raise ValueError(f"lr_factor_range must satisfy 0 < low <= high, got {lr_factor_range}")
+            raise EnvError(f"lr_factor_range must satisfy 0 < low <= high, got {lr_factor_range}")
         self.featurizer = Featurizer(featurizer)
         self.actions = actions or DiscreteActions()
         self.lr_factor_range = (float(low), float(high))
         if lr_distribution not in LR_DISTRIBUTIONS:
-            raise ValueError(
+            raise EnvError(
                 f"lr_distribution must be one of {', '.join(LR_DISTRIBUTIONS)}, "
                 f"got {lr_distribution!r}"
             )
         if not 0 <= tuned_fraction <= 1:
-            raise ValueError(f"tuned_fraction must be in [0, 1], got {tuned_fraction}")
+            raise EnvError(f"tuned_fraction must be in [0, 1], got {tuned_fraction}")
         self.lr_distribution = lr_distribution
         self.tuned_fraction = float(tuned_fraction)
         self.epoch_cost = float(epoch_cost)
@@ -105,6 +113,7 @@ class KerasTrainingEnv(gymnasium.Env):
         self._runners: dict[str, EpochRunner] = {}
         self.runner: EpochRunner | None = None
         self.task: TrainingTask | None = None
+        self._needs_reset = False  # a step returned terminated: only reset may follow
 
     # -- gymnasium API -------------------------------------------------------
 
@@ -131,12 +140,12 @@ class KerasTrainingEnv(gymnasium.Env):
         one call between the two).
         """
         super().reset(seed=seed)
-        options = options or {}
+        options = _checked_options(options)
         self.task = self._pick_task(options.get("task"))
-        if "learning_rate" in options:
-            lr = float(options["learning_rate"])
+        if options.get("learning_rate") is not None:
+            lr = options["learning_rate"]
         elif options.get("lr_factor") is not None:
-            lr = self.task.learning_rate * float(options["lr_factor"])
+            lr = self.task.learning_rate * options["lr_factor"]
         else:
             lr = self.sample_learning_rate(self.task)
         lr = min(max(lr, self.min_lr), self.max_lr)
@@ -148,6 +157,7 @@ class KerasTrainingEnv(gymnasium.Env):
         self.best_epoch = 0
         self.last_action = "start"
         self._epoch_lr = lr
+        self._needs_reset = False
 
     def end_reset(self, logs: Logs) -> tuple[np.ndarray, dict[str, Any]]:
         """:meth:`reset` after its first epoch, given that epoch's ``logs``."""
@@ -173,12 +183,18 @@ class KerasTrainingEnv(gymnasium.Env):
         :meth:`end_step` (as ``step`` does).
         """
         if self.runner is None or self.task is None:
-            raise RuntimeError("call reset() before step()")
+            raise gymnasium.error.ResetNeeded("call reset() before step()")
+        if self._needs_reset:
+            raise gymnasium.error.ResetNeeded(
+                "the episode has ended (a step returned terminated=True); call reset() "
+                "before step()"
+            )
+        self._check_action(action)
         decision = self.actions.decode(action)
         self.last_action = decision.name
-        if decision.stop or self._done:
-            obs = self._last_obs
-            return obs, 0.0, True, False, self._info(final=True)
+        if decision.stop or self._done:  # _done: the epoch of reset diverged
+            self._needs_reset = True
+            return self._last_obs, 0.0, True, False, self._info(final=True)
         previous = self.runner.learning_rate
         lr = next_learning_rate(previous, decision, self.min_lr, self.max_lr)
         if lr != previous:
@@ -189,6 +205,7 @@ class KerasTrainingEnv(gymnasium.Env):
     def end_step(self, logs: Logs) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """:meth:`step` after its epoch, given that epoch's ``logs``."""
         obs, reward, terminated, info = self._epoch_result(logs)
+        self._needs_reset = terminated
         return obs, reward, terminated, False, info
 
     def close(self) -> None:
@@ -260,17 +277,75 @@ class KerasTrainingEnv(gymnasium.Env):
                 info["test"] = {"loss": math.nan}
         return info
 
-    def _pick_task(self, choice: str | int | None) -> TrainingTask:
+    def _check_action(self, action: Any) -> None:
+        """Raise :class:`EnvError` unless ``action`` is, as given, a value of the action space."""
+        space = self.action_space
+        if isinstance(space, gymnasium.spaces.Discrete):
+            integer = isinstance(action, (int, np.integer)) or (
+                isinstance(action, np.ndarray) and action.shape == () and action.dtype.kind in "iu"
+            )
+            valid = integer and not isinstance(action, bool) and space.contains(action)
+            wanted = f"an int in 0..{space.n - 1} ({', '.join(self.actions.names)})"
+        else:
+            valid = (
+                isinstance(action, np.ndarray)
+                and action.dtype.kind == "f"
+                and action.shape == space.shape
+                and bool(np.all(np.isfinite(action)))
+                and bool(np.all((space.low <= action) & (action <= space.high)))
+            )
+            bounds = f"[{space.low.min()}, {space.high.max()}]"
+            wanted = f"a float array of shape {space.shape} with values in {bounds}"
+        if not valid:
+            raise EnvError(f"action {action!r} is not in the action space {space}; give {wanted}")
+
+    def _pick_task(self, choice: Any) -> TrainingTask:
         if choice is None:
             return self.tasks[int(self.np_random.integers(len(self.tasks)))]
-        if isinstance(choice, int):
-            return self.tasks[choice]
-        for task in self.tasks:
-            if task.name == choice:
-                return task
-        raise TaskError(f"no task named {choice!r}; tasks are {[t.name for t in self.tasks]}")
+        names = [t.name for t in self.tasks]
+        if isinstance(choice, (int, np.integer)) and not isinstance(choice, bool):
+            if not 0 <= choice < len(self.tasks):
+                raise TaskError(
+                    f"reset option `task` is {choice}, outside 0..{len(self.tasks) - 1}; give "
+                    f"a task index in that range or a task name ({', '.join(names)})"
+                )
+            return self.tasks[int(choice)]
+        if isinstance(choice, str):
+            for task in self.tasks:
+                if task.name == choice:
+                    return task
+            raise TaskError(f"no task named {choice!r}; tasks are {names}")
+        raise TaskError(
+            f"reset option `task` must be a task name or index, got {choice!r}; tasks are {names}"
+        )
 
     def _runner_for(self, task: TrainingTask) -> EpochRunner:
         if task.name not in self._runners:
             self._runners[task.name] = make_runner(task)
         return self._runners[task.name]
+
+
+def _checked_options(options: Any) -> dict[str, Any]:
+    """``reset``'s options as a dict; known keys only, learning rates positive and finite."""
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise EnvError(f"reset options must be a dict, got {type(options).__name__}")
+    unknown = sorted(str(key) for key in options if key not in RESET_OPTIONS)
+    if unknown:
+        raise EnvError(
+            f"unknown reset option(s) {', '.join(unknown)}; the options are "
+            f"{', '.join(RESET_OPTIONS)}"
+        )
+    checked = dict(options)
+    given = [key for key in ("learning_rate", "lr_factor") if checked.get(key) is not None]
+    if len(given) > 1:
+        raise EnvError("give the reset option `learning_rate` or `lr_factor`, not both")
+    for key in given:
+        value = checked[key]
+        number = isinstance(value, (int, float, np.integer, np.floating))
+        if isinstance(value, bool) or not number or not (math.isfinite(value) and value > 0):
+            raise EnvError(f"reset option `{key}` must be a positive finite number, got {value!r}")
+        checked[key] = float(value)
+    return checked
+

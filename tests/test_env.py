@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,9 @@ import pytest
 
 from fitpilot.controller.actions import DiscreteActions
 from fitpilot.controller.features import Featurizer
-from fitpilot.envs.env import ENV_ID, KerasTrainingEnv
+from fitpilot.envs import ENV_ID
+from fitpilot.envs.env import EnvError, KerasTrainingEnv
+from fitpilot.envs.tasks import TaskError
 from tests.user_tasks import TASKS
 
 KEEP, STOP = 1, 3
@@ -155,3 +158,84 @@ print("fit ok")
         env={**os.environ, "FITPILOT_THREADS": "1"}, check=False,
     )
     assert result.returncode == 0 and result.stdout == "fit ok\n", result.stderr[-1500:]
+
+
+def run_python(code: str) -> subprocess.CompletedProcess[str]:
+    """``code`` in a fresh interpreter, from the repository root, with one TF thread."""
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "FITPILOT_THREADS": "1"}, check=False,
+    )
+
+
+def test_gymnasium_make_works_after_a_plain_import_fitpilot() -> None:
+    """Registered once fitpilot and gymnasium are both imported, in either order; cheaply."""
+    made = run_python(f"""
+import sys
+import fitpilot
+assert "gymnasium" not in sys.modules  # import fitpilot does not pay for gymnasium
+import gymnasium
+assert {ENV_ID!r} in gymnasium.registry and "tensorflow" not in sys.modules
+env = gymnasium.make({ENV_ID!r}, tasks="tests.user_tasks:TASKS")
+env.reset(seed=0)
+env.close()
+print("made")
+""")
+    assert made.returncode == 0 and made.stdout == "made\n", made.stderr[-1500:]
+    other_order = run_python(f"import gymnasium, fitpilot; print({ENV_ID!r} in gymnasium.registry)")
+    assert other_order.stdout == "True\n", other_order.stderr[-1500:]
+
+
+def test_step_after_the_end_of_an_episode_needs_a_reset(env: KerasTrainingEnv) -> None:
+    env.reset(seed=0, options={"task": "user_mlp"})
+    assert env.step(STOP)[2]
+    with pytest.raises(gymnasium.error.ResetNeeded, match="call reset"):
+        env.step(KEEP)
+    _, info = run_episode(env, 1, [KEEP] * 100, task="user_mlp")
+    assert info["epoch"] == TASKS[0].epochs  # the budget ended it
+    with pytest.raises(gymnasium.error.ResetNeeded, match="call reset"):
+        env.step(KEEP)
+    with pytest.raises(gymnasium.error.ResetNeeded, match="before step"):
+        KerasTrainingEnv(tasks=TASKS).step(KEEP)
+
+
+@pytest.mark.parametrize(
+    "action",
+    [1.5, "1", True, np.bool_(True), None, 4, -1, np.float32(1), np.array([1]), np.array([[1]]),
+     np.array(1.0), [1]],
+    ids=repr,
+)
+def test_actions_outside_the_action_space_are_refused(env: KerasTrainingEnv, action) -> None:
+    env.reset(seed=0, options={"task": "user_mlp"})
+    with pytest.raises(EnvError, match=r"is not in the action space Discrete\(4\); give an int "
+                                       r"in 0..3 \(lower, keep, raise, stop\)"):
+        env.step(action)
+    for valid in (KEEP, np.int64(KEEP), np.array(KEEP)):
+        assert env.step(valid)[4]["action"] == "keep"
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        ({"task": 99}, TaskError, "reset option `task` is 99, outside 0..1"),
+        ({"task": -1}, TaskError, "reset option `task` is -1, outside 0..1"),
+        ({"task": True}, TaskError, "must be a task name or index, got True"),
+        ({"task": "nope"}, TaskError, "no task named 'nope'"),
+        ({"lr_factor": 0}, EnvError, "`lr_factor` must be a positive finite number, got 0"),
+        ({"lr_factor": -2.0}, EnvError, "`lr_factor` must be a positive finite number"),
+        ({"lr_factor": math.inf}, EnvError, "`lr_factor` must be a positive finite number"),
+        ({"lr_factor": math.nan}, EnvError, "`lr_factor` must be a positive finite number"),
+        ({"lr_factor": "2"}, EnvError, "`lr_factor` must be a positive finite number"),
+        ({"learning_rate": 0.0}, EnvError, "`learning_rate` must be a positive finite number"),
+        ({"learning_rate": 1e-3, "lr_factor": 2.0}, EnvError, "not both"),
+        ({"lr_factr": 2.0}, EnvError,
+         "unknown reset option(s) lr_factr; the options are task, learning_rate, lr_factor"),
+        ([("task", 0)], EnvError, "reset options must be a dict"),
+    ],
+    ids=str,
+)
+def test_bad_reset_options_are_refused(
+    env: KerasTrainingEnv, options, error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=re.escape(message)):
+        env.reset(seed=0, options=options)
