@@ -30,6 +30,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from fitpilot.experiments.settings import RunRecord
 from fitpilot.experiments.store import read_store
 
 
@@ -74,7 +75,7 @@ def main() -> None:
         elapsed = time.perf_counter() - start
         runs = read_store(out).runs
 
-    in_runs = sum(r["wall_seconds"] for r in runs)
+    in_runs = sum(r.wall_seconds for r in runs)
     print(f"command: {' '.join(command[1:])}")
     print(
         f"elapsed {elapsed:.1f} s for {len(runs)} runs with --jobs {args.jobs} "
@@ -85,14 +86,14 @@ def main() -> None:
         f"elapsed x jobs - that = {elapsed * int(args.jobs) - in_runs:.1f} s of start-up, "
         f"compiling, idle tail and report"
     )
-    by_task: dict[str, list[dict]] = defaultdict(list)
+    by_task: dict[str, list[RunRecord]] = defaultdict(list)
     for run in runs:
-        by_task[run["task"]].append(run)
+        by_task[run.task].append(run)
     for task, task_runs in by_task.items():
         print(
             f"  {task:<16} {len(task_runs):>3} runs  "
-            f"{statistics.mean(r['wall_seconds'] for r in task_runs):.2f} s/run  "
-            f"{statistics.mean(r['epochs'] for r in task_runs):.1f} epochs/run"
+            f"{statistics.mean(r.wall_seconds for r in task_runs):.2f} s/run  "
+            f"{statistics.mean(r.epochs for r in task_runs):.1f} epochs/run"
         )
 
 

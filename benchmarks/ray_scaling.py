@@ -121,7 +121,7 @@ def benchmark(seeds: str, oracle_grid: str) -> None:
             )
             elapsed = time.perf_counter() - start
             runs = read_store(out).runs
-            in_runs = sum(r["wall_seconds"] for r in runs)
+            in_runs = sum(r.wall_seconds for r in runs)
             print(
                 f"{label:<22} {len(runs):>5} {elapsed:>10.1f} {in_runs:>10.1f} "
                 f"{len(runs) / elapsed * 60:>9.1f}",

@@ -12,98 +12,221 @@ in whichever process runs the training.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import functools
 import multiprocessing
 import signal
-from collections.abc import Callable, Iterator, Sequence
+import threading
+from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fitpilot.experiments.settings import RunKey, Settings
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Column
+
+from fitpilot._version import __version__
+from fitpilot.envs.loading import check_spec, resolve_tasks
+from fitpilot.experiments.ray_execute import execute_on_ray
+from fitpilot.experiments.reference import grid_extensions, reference_rates
+from fitpilot.experiments.report import write_report
+from fitpilot.experiments.settings import (
+    FACTOR_FREE,
+    MIN_TUNED_GRID,
+    BenchmarkError,
+    RunOrder,
+    RunRecord,
+    Settings,
+    TaskInfo,
+    oracle_factors,
+    parse_lr_factors,
+    parse_lr_reference,
+    parse_strategies,
+)
 from fitpilot.experiments.store import ResultsStore
+from fitpilot.experiments.worker import WorkerConfig, init_worker, run_in_process, run_in_worker
+from fitpilot.runtime import configure, default_threads
 
 if TYPE_CHECKING:
     from fitpilot.ray_backend import RayOptions
 
 
-@dataclass(frozen=True)
-class WorkerConfig:
-    """What a process needs to run benchmark runs (picklable, TensorFlow-free).
-
-    ``task_source`` is a suite name or import path for ``load_tasks``;
-    ``controller_source`` a bundle path or ``"pretrained"`` (``None``: no
-    learned strategy); ``threads`` TensorFlow's intra-op threads per process.
-    """
-
-    task_source: str
-    controller_source: str | None
-    controller_hash: str | None
-    threads: int = 1
-
-    def runner(self) -> Any:
-        """A :class:`~fitpilot.experiments.runs.Runner` (imports TensorFlow)."""
-        from fitpilot.envs.loading import load_tasks
-        from fitpilot.experiments.runs import Runner, controller_factory
-
-        controller = controller_factory(self.controller_source) if self.controller_source else None
-        return Runner(load_tasks(self.task_source), controller, self.controller_hash)
+#: Runs a sequence of orders; yields each record as soon as it is finished (any order).
+Execute = Callable[[Sequence[RunOrder]], Generator[RunRecord, None, None]]
 
 
-_RUNNER: Any = None
-
-
-def init_worker(config: WorkerConfig) -> None:
-    """Pool initializer: ignore Ctrl-C (the parent handles it), size TF threads, make the runner."""
-    from fitpilot.runtime import configure
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    configure(threads=config.threads)
-    global _RUNNER
-    _RUNNER = config.runner()
-
-
-def run_in_worker(key: RunKey) -> dict[str, Any]:
-    """Pool task: one run in this worker's runner."""
-    return _RUNNER.run(key)
-
-
-def execute(keys: Sequence[RunKey], config: WorkerConfig, jobs: int) -> Iterator[dict[str, Any]]:
-    """Run ``keys``; yield each run record as soon as it is finished (any order if ``jobs > 1``)."""
-    if not keys:
-        return
+@contextlib.contextmanager
+def local_pool(config: WorkerConfig, jobs: int, runs: int) -> Iterator[Execute]:
+    """An :data:`Execute` on this machine: in this process if ``jobs == 1``, else a pool of
+    ``min(jobs, runs)`` spawned workers, kept for every call within the block and ended
+    (terminated, not waited for) when it exits."""
     if jobs <= 1:
-        from fitpilot.runtime import configure
-
-        configure(threads=config.threads)
-        runner = config.runner()
-        for key in keys:
-            yield runner.run(key)
+        yield lambda orders: (run_in_process(config, order) for order in orders)
         return
-    context = multiprocessing.get_context("spawn")
     executor = ProcessPoolExecutor(
-        max_workers=min(jobs, len(keys)),
-        mp_context=context,
+        max_workers=max(1, min(jobs, runs)),
+        mp_context=multiprocessing.get_context("spawn"),
         initializer=init_worker,
         initargs=(config,),
     )
-    # Keep only a few runs queued per worker, so that the order of hand-out is the plan's.
-    pending: set[Future[dict[str, Any]]] = set()
-    queue = iter(keys)
     try:
-        for key in queue:
-            pending.add(executor.submit(run_in_worker, key))
+        yield functools.partial(_run_in_pool, executor, jobs)
+    finally:
+        _terminate(executor)
+
+
+def _run_in_pool(
+    executor: ProcessPoolExecutor, jobs: int, orders: Sequence[RunOrder]
+) -> Generator[RunRecord, None, None]:
+    """Run ``orders`` in ``executor``'s workers.
+
+    Interrupted (Ctrl-C, or SIGTERM under :func:`sigterm_as_interrupt`), the
+    workers are terminated at once, without waiting for their runs in
+    progress; the runs already finished are yielded first, then the
+    ``KeyboardInterrupt`` goes on.
+    """
+    # Keep only a few runs queued per worker, so that the order of hand-out is the plan's.
+    pending: set[Future[RunRecord]] = set()
+    queue = iter(orders)
+    try:
+        for order in queue:
+            pending.add(executor.submit(run_in_worker, order))
             if len(pending) >= 2 * jobs:
                 break
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
                 yield future.result()
-                next_key = next(queue, None)
-                if next_key is not None:
-                    pending.add(executor.submit(run_in_worker, next_key))
+                following = next(queue, None)
+                if following is not None:
+                    pending.add(executor.submit(run_in_worker, following))
+    except KeyboardInterrupt:
+        finished = [f for f in pending if f.done() and not f.cancelled() and not f.exception()]
+        _terminate(executor)
+        for future in finished:
+            yield future.result()
+        raise
+
+
+def _terminate(executor: ProcessPoolExecutor) -> None:
+    """Stop ``executor`` now: cancel queued runs, terminate (then kill) its worker processes.
+
+    ``shutdown`` alone waits, at interpreter exit, for the runs in progress.
+    """
+    # _processes is private, but the only handle on the workers before Python 3.14's
+    # ProcessPoolExecutor.terminate_workers().
+    processes = list((getattr(executor, "_processes", None) or {}).values())
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    for process in processes:
+        process.join(timeout=5)
+        if process.is_alive():
+            process.kill()
+    executor.shutdown(wait=False, cancel_futures=True)
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM raises ``KeyboardInterrupt`` in the main thread, as Ctrl-C does.
+
+    Only in the main thread (signals cannot be set elsewhere); the previous
+    handler is restored on exit.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
     finally:
-        executor.shutdown(wait=False, cancel_futures=True)
+        signal.signal(signal.SIGTERM, previous)
+
+
+def plan_benchmark(
+    *,
+    controller: str = "pretrained",
+    suite: str | None = None,
+    tasks: str | None = None,
+    seeds: int = 3,
+    lr_factors: str = "0.1,1,10",
+    strategies: str | None = None,
+    oracle_grid: int = 7,
+    lr_reference: str = "tuned",
+    jobs: int = 1,
+    resume: bool = False,
+    force: bool = False,
+    ray: RayOptions | None = None,
+) -> tuple[Settings, WorkerConfig]:
+    """Check a benchmark's parameters and plan it: its settings and its workers' config.
+
+    Text parameters are as a user types them (``lr_factors="0.1,1,10"``,
+    ``strategies="constant,learned"`` or ``None`` for all). Configures
+    TensorFlow's threads for this process (the controller's hash loads it).
+    Raises :class:`BenchmarkError` naming the parameter that is wrong.
+    """
+    names = parse_strategies(strategies)
+    factors = parse_lr_factors(lr_factors)
+    reference = parse_lr_reference(lr_reference)
+    oracle_factors(oracle_grid)  # validates
+    if reference == "tuned" and oracle_grid < MIN_TUNED_GRID:
+        raise BenchmarkError(
+            f"the tuned `lr_reference` is chosen on the grid: `oracle_grid` must be at least "
+            f"{MIN_TUNED_GRID} (7+ to publish), not {oracle_grid}; or pass `lr_reference` "
+            f"'default'"
+        )
+    if seeds < 1:
+        raise BenchmarkError(f"`seeds` must be at least 1, not {seeds}")
+    if jobs < 1:
+        raise BenchmarkError(f"`jobs` must be at least 1, not {jobs}")
+    if resume and force:
+        raise BenchmarkError("pass `resume=True` or `force=True`, not both")
+    if ray is not None and jobs != 1:
+        raise BenchmarkError(
+            "`jobs` is for the local backend; with Ray the runs in parallel are the "
+            "cluster's CPUs / `worker_cpus`"
+        )
+    task_source = tasks or suite or "holdout"
+    check_spec(task_source)  # a typo in an import path, before TensorFlow loads
+    threads = ray.threads if ray is not None else default_threads(jobs)
+    configure(threads)  # before anything here imports TensorFlow: quiet, pools sized
+    # Each task's model is run on two rows of its data (as `fitpilot tasks` does), so that a
+    # model that does not fit its data is one line, before anything is written.
+    task_list = resolve_tasks(suite, tasks, default="holdout", check=True)
+    controller_source = digest = None
+    if "learned" in names:
+        controller_source = (
+            controller if controller == "pretrained" else str(Path(controller).resolve())
+        )
+        from fitpilot.experiments.runs import controller_hash  # imports TF: after configure
+
+        digest = controller_hash(controller_source)
+    settings = Settings(
+        tasks=tuple(TaskInfo.of(t) for t in task_list),
+        strategies=tuple(names),
+        lr_factors=tuple(factors),
+        seeds=seeds,
+        oracle_grid=oracle_grid,
+        controller=digest,
+        fitpilot_version=__version__,
+        task_source=task_source,
+        controller_source=controller if "learned" in names else "",
+        lr_reference=reference,
+    )
+    return settings, WorkerConfig(task_source, controller_source, digest, threads)
 
 
 def run_benchmark(
@@ -116,35 +239,98 @@ def run_benchmark(
     echo: Callable[[str], None] = print,
     progress: bool = True,
     ray: RayOptions | None = None,
+    execute: Execute | None = None,
 ) -> Path:
     """Run every run of ``settings`` not yet in the store at ``out``; write the report.
 
+    First the constant-rate grid (extended at an edge for the tuned reference,
+    :mod:`fitpilot.experiments.reference`), then every strategy from the
+    reference rate times each starting factor. A :data:`FACTOR_FREE` strategy
+    runs once per task and seed; its record is stored for every factor.
+
     With ``ray`` options the runs are Ray tasks (:mod:`fitpilot.experiments.ray_execute`)
-    instead of local processes, and ``jobs`` is not used.
-
-    Returns the path of ``report.md``. Raises ``BenchmarkError`` for a store
-    that cannot be used (other settings, or existing without ``resume``).
+    instead of local processes, and ``jobs`` is not used; ``execute`` replaces
+    both (tests). Returns the path of ``report.md``. Raises ``BenchmarkError``
+    for a store that cannot be used (other settings, or existing without ``resume``).
     """
-    from fitpilot.experiments.report import write_report
-
-    with ResultsStore.open(out, settings, resume=resume, force=force) as store:
+    planned = settings.run_keys()
+    with (
+        sigterm_as_interrupt(),
+        ResultsStore.open(out, settings, resume=resume, force=force) as store,
+    ):
         if store.warning:
             echo(store.warning)
-        plan = settings.run_keys()
-        todo = [key for key in plan if key not in store.finished]
+        done = sum(key in store.finished for key in planned)
         if resume and store.finished:
-            echo(f"resuming: {len(plan) - len(todo)} of {len(plan)} runs already in {store.path}")
-        with _progress_bar(len(plan), len(plan) - len(todo), enabled=progress) as advance:
-            if ray is None:
-                records = execute(todo, config, jobs)
-            else:
-                from fitpilot.experiments.ray_execute import execute_on_ray
-
-                records = execute_on_ray(todo, config, ray)
-            for record in records:
-                store.append(record)
-                advance(RunKey.of(record).label())
+            echo(f"resuming: {done} of {len(planned)} runs already in {store.path}")
+        todo = len({settings.runs_at(key) for key in planned if key not in store.finished})
+        with (
+            _progress_bar(len(planned), done, enabled=progress) as bar,
+            _executor(config, jobs, todo, ray, execute) as run,
+        ):
+            _run_plan(settings, store, run, bar)
     return write_report(out).path
+
+
+@contextlib.contextmanager
+def _executor(
+    config: WorkerConfig, jobs: int, runs: int, ray: RayOptions | None, execute: Execute | None
+) -> Iterator[Execute]:
+    if execute is not None:
+        yield execute
+    elif ray is not None:
+        yield functools.partial(execute_on_ray, config=config, options=ray)
+    else:
+        with local_pool(config, jobs, runs) as pool:
+            yield pool
+
+
+def _run_plan(
+    settings: Settings, store: ResultsStore, execute: Execute, bar: _progress_bar
+) -> None:
+    """Grid, grid extensions, then strategies; every record stored as soon as it arrives."""
+
+    def run(orders: list[RunOrder]) -> None:
+        records = execute(orders)
+        with contextlib.closing(records):  # ends the workers at once if interrupted
+            for record in records:
+                for stored in [record, *_copies(settings, record)]:
+                    if stored.key not in store.finished:
+                        store.append(stored)
+                        bar.advance(stored.key.label())
+
+    defaults = {task.name: task.learning_rate for task in settings.tasks}
+    grid = [key for key in settings.grid_keys() if key not in store.finished]
+    run([RunOrder(key, defaults[key.task] * key.lr_factor) for key in grid])
+    while settings.tuned:
+        extension = grid_extensions(store.runs, settings)
+        if not extension:
+            break
+        missing = [key for key in extension if key not in store.finished]
+        bar.extend(len(missing))
+        run([RunOrder(key, defaults[key.task] * key.lr_factor) for key in missing])
+
+    for record in list(store.runs):  # copies a kill left out
+        for copy in _copies(settings, record):
+            if copy.key not in store.finished:
+                store.append(copy)
+                bar.advance(copy.key.label())
+    references = reference_rates(store.runs, settings)
+    orders = {}
+    for key in settings.strategy_keys():
+        runs_at = settings.runs_at(key)
+        if runs_at not in store.finished and runs_at not in orders:
+            reference = references.get(key.task, defaults[key.task])
+            factor = 1.0 if key.strategy in FACTOR_FREE else key.lr_factor
+            orders[runs_at] = RunOrder(runs_at, reference * factor)
+    run(list(orders.values()))
+
+
+def _copies(settings: Settings, record: RunRecord) -> list[RunRecord]:
+    """The records a :data:`FACTOR_FREE` strategy's run stands for at the other factors."""
+    if record.strategy not in FACTOR_FREE or record.lr_factor != settings.lr_factors[0]:
+        return []
+    return [dataclasses.replace(record, lr_factor=f) for f in settings.lr_factors[1:]]
 
 
 class _progress_bar:
@@ -152,22 +338,12 @@ class _progress_bar:
 
     def __init__(self, total: int, completed: int, enabled: bool = True) -> None:
         self.total, self.completed, self.enabled = total, completed, enabled
-        self._progress: Any = None
+        self._progress: Progress | None = None
+        self._task: Any = None
 
-    def __enter__(self) -> Callable[[str], None]:
+    def __enter__(self) -> _progress_bar:
         if not self.enabled:
-            return lambda label: None
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-        from rich.table import Column
-
+            return self
         self._progress = Progress(
             TextColumn("benchmark"),
             BarColumn(bar_width=24),
@@ -185,10 +361,22 @@ class _progress_bar:
             speed_estimate_period=120,
         )
         self._progress.start()
-        task = self._progress.add_task("runs", total=self.total, completed=self.completed, last="")
-        return lambda label: self._progress.update(task, advance=1, last=label)
+        self._task = self._progress.add_task(
+            "runs", total=self.total, completed=self.completed, last=""
+        )
+        return self
+
+    def advance(self, label: str) -> None:
+        """One more run finished: ``label``."""
+        if self._progress is not None:
+            self._progress.update(self._task, advance=1, last=label)
+
+    def extend(self, runs: int) -> None:
+        """``runs`` more runs planned (the grid's extensions)."""
+        self.total += runs
+        if self._progress is not None:
+            self._progress.update(self._task, total=self.total)
 
     def __exit__(self, *exc: object) -> None:
         if self._progress is not None:
             self._progress.stop()
-

@@ -16,8 +16,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
-from fitpilot.experiments.settings import ORACLE, Settings  # noqa: E402
-from fitpilot.experiments.summary import Summary  # noqa: E402
+from fitpilot.experiments.settings import ORACLE, RunRecord  # noqa: E402
+from fitpilot.experiments.summary import Summary, profile, tau_grid  # noqa: E402
 
 COLORS = {
     "constant": "tab:gray",
@@ -25,6 +25,8 @@ COLORS = {
     "reduce_lr": "tab:orange",
     "es_reduce_lr": "tab:green",
     "cosine": "tab:purple",
+    "lr_finder": "tab:brown",
+    "prodigy": "tab:cyan",
     "learned": "tab:red",
     ORACLE: "black",
 }
@@ -35,15 +37,12 @@ STYLES = {
     "reduce_lr": (0, (3, 2, 1, 2)),
     "es_reduce_lr": (0, (10, 3)),
     "cosine": "-",
+    "lr_finder": (0, (5, 1, 1, 1)),
+    "prodigy": "-",
     "learned": "-",
 }
 MAX_TASKS, MAX_FACTORS = 4, 3
 DPI = 110
-
-
-def _series(values: Sequence[Any] | None) -> np.ndarray:
-    """A stored trajectory as floats, ``None`` (non-finite) as NaN."""
-    return np.array([np.nan if v is None else float(v) for v in values or []], dtype=float)
 
 
 def _pick_factors(factors: Sequence[float]) -> list[float]:
@@ -59,39 +58,32 @@ def _save(figure: plt.Figure, path: Path) -> None:
 
 
 def plot_val_curves(
-    runs: Sequence[dict[str, Any]], strategies: Sequence[str], path: Path
+    runs: Sequence[RunRecord], strategies: Sequence[str], path: Path
 ) -> str | None:
     """Validation loss per epoch of every strategy: first seed of up to 4 tasks x 3 lr factors.
 
     Rows are tasks, columns starting learning rates; the dashed black line is
     the oracle grid's best constant learning rate for that task and seed.
     """
-    cells = [r for r in runs if r["strategy"] != ORACLE]
-    tasks = list(dict.fromkeys(r["task"] for r in cells))[:MAX_TASKS]
+    cells = [r for r in runs if not r.is_oracle]
+    tasks = list(dict.fromkeys(r.task for r in cells))[:MAX_TASKS]
     if not tasks:
         return "No finished runs to plot yet."
-    factors = _pick_factors([r["lr_factor"] for r in cells])
+    factors = _pick_factors([r.lr_factor for r in cells])
     rows, cols = len(tasks), len(factors)
     figure, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
     for i, task in enumerate(tasks):
-        seed = min(r["seed"] for r in cells if r["task"] == task)
+        seed = min(r.seed for r in cells if r.task == task)
         oracle = _best_oracle(runs, task, seed)
         for j, factor in enumerate(factors):
             ax = axes[i][j]
             shown = []
+            here = {r.strategy: r for r in cells if r.cell == (task, factor, seed)}
             for name in strategies:
-                run = next(
-                    (
-                        r
-                        for r in cells
-                        if (r["task"], r["seed"], r["lr_factor"], r["strategy"])
-                        == (task, seed, factor, name)
-                    ),
-                    None,
-                )
+                run = here.get(name)
                 if run is None:
                     continue
-                values = _series(run["val_loss"])
+                values = np.array(run.val_loss, dtype=float)
                 shown.append(values)
                 epochs = np.arange(1, len(values) + 1)
                 width, z = (2.2, 3) if name == "learned" else (1.3, 2)
@@ -104,10 +96,10 @@ def plot_val_curves(
                     zorder=z,
                     label=name,
                 )
-                if len(values) < run["budget"]:  # stopped early: mark the end
+                if len(values) < run.budget:  # stopped early: mark the end
                     ax.plot(epochs[-1:], values[-1:], "o", color=COLORS.get(name), ms=4, zorder=z)
             if oracle is not None:
-                values = _series(oracle["val_loss"])
+                values = np.array(oracle.val_loss, dtype=float)
                 shown.append(values)
                 ax.plot(
                     np.arange(1, len(values) + 1),
@@ -116,7 +108,7 @@ def plot_val_curves(
                     color="black",
                     lw=1.0,
                     zorder=1,
-                    label=f"oracle best (x{oracle['lr_factor']:g} default lr)",
+                    label=f"oracle best (x{oracle.lr_factor:g} default lr)",
                 )
             _loss_axis(ax, shown)
             ax.set_title(f"{task}, start lr x{factor:g}, seed {seed}", fontsize=9)
@@ -147,16 +139,10 @@ def plot_val_curves(
     return None
 
 
-def _best_oracle(runs: Sequence[dict[str, Any]], task: str, seed: int) -> dict[str, Any] | None:
-    grid = [
-        r
-        for r in runs
-        if r["strategy"] == ORACLE
-        and r["task"] == task
-        and r["seed"] == seed
-        and r.get("test_loss") is not None
-    ]
-    return min(grid, key=lambda r: r["test_loss"]) if grid else None
+def _best_oracle(runs: Sequence[RunRecord], task: str, seed: int) -> RunRecord | None:
+    grid = [r for r in runs if r.is_oracle and (r.task, r.seed) == (task, seed)]
+    grid = [r for r in grid if math.isfinite(r.test_loss)]
+    return min(grid, key=lambda r: r.test_loss) if grid else None
 
 
 def _loss_axis(ax: plt.Axes, series: Sequence[np.ndarray]) -> None:
@@ -197,35 +183,35 @@ def _minor_label(value: float, _: object) -> str:
 
 
 def plot_lr_trajectories(
-    runs: Sequence[dict[str, Any]], settings: Settings, path: Path
+    runs: Sequence[RunRecord], references: dict[str, float], path: Path
 ) -> str | None:
-    """The learning rate the learned controller set per epoch: a panel per task, a line per run."""
-    learned = [r for r in runs if r["strategy"] == "learned"]
+    """The learning rate the learned controller set per epoch: a panel per task, a line per run;
+    the dotted line is the task's reference rate (``references``, by task name)."""
+    learned = [r for r in runs if r.strategy == "learned"]
     if not learned:
         return "No runs of the learned controller in this benchmark."
-    tasks = list(dict.fromkeys(r["task"] for r in learned))
+    tasks = list(dict.fromkeys(r.task for r in learned))
     cols = min(2 if len(tasks) <= 4 else 3, len(tasks))
     rows = math.ceil(len(tasks) / cols)
     figure, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
-    factors = sorted({r["lr_factor"] for r in learned})
+    factors = sorted({r.lr_factor for r in learned})
     palette = plt.get_cmap("viridis")(np.linspace(0.1, 0.85, len(factors)))
     colour = dict(zip(factors, palette, strict=True))
-    defaults = {t.name: t.learning_rate for t in settings.tasks}
     for ax, task in zip(axes.flat, tasks, strict=False):
-        for run in (r for r in learned if r["task"] == task):
-            lr = _series(run["lr"])
+        for run in (r for r in learned if r.task == task):
+            lr = np.array(run.lr, dtype=float)
             lr = np.append(lr, lr[-1:])  # hold the last epoch's rate to its end
             ax.step(
                 np.arange(1, len(lr) + 1),
                 lr,
                 where="post",
-                color=colour[run["lr_factor"]],
+                color=colour[run.lr_factor],
                 lw=1.4,
                 alpha=0.8,
-                label=f"start x{run['lr_factor']:g}",
+                label=f"start x{run.lr_factor:g}",
             )
-        if task in defaults:
-            ax.axhline(defaults[task], color="black", ls=":", lw=1, label="task default lr")
+        if task in references:
+            ax.axhline(references[task], color="black", ls=":", lw=1, label="reference lr (x1)")
         ax.set_yscale("log")
         _plain_log_ticks(ax)
         ax.set_title(task, fontsize=9)
@@ -303,3 +289,39 @@ def plot_regret_compute(summary: Summary, path: Path) -> str | None:
 def _close(a: Any, b: Any) -> bool:
     """Two strategy summaries at nearly the same (compute, regret) point."""
     return abs(a.compute.mean - b.compute.mean) < 0.02 and abs(a.regret.mean - b.regret.mean) < 0.02
+
+
+def plot_profiles(summary: Summary, path: Path) -> str | None:
+    """Time-to-target performance profiles: rho(tau) per strategy, tau in [1, TAU_MAX]."""
+    if not summary.has_profile:
+        return (
+            "No time-to-target profile: it needs the grid (its best validation loss is the "
+            "target) and cells that every strategy has run."
+        )
+    taus = tau_grid()
+    figure, ax = plt.subplots(figsize=(7.6, 4.6))
+    for name in summary.strategies:
+        ratios = summary.ratios.get(name)
+        if not ratios:
+            continue
+        ax.step(
+            taus,
+            profile(ratios, taus),
+            where="post",
+            color=COLORS.get(name),
+            ls=STYLES.get(name, "-"),
+            lw=2.4 if name == "learned" else 1.5,
+            label=name,
+        )
+    ax.set_xlim(1, taus[-1])
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("tau: epochs to target / fastest strategy's, same cell")
+    ax.set_ylabel("rho(tau): share of cells")
+    ax.set_title(
+        "Time to target (validation loss within 2% of the grid's best); higher is better",
+        fontsize=10,
+    )
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False, fontsize=9)
+    ax.grid(alpha=0.3)
+    _save(figure, path)
+    return None

@@ -1,4 +1,5 @@
-"""The benchmark report: ``report.md`` (summary, win rates, per-lr and per-task tables) and plots.
+"""The benchmark report: ``report.md`` (summary, reference rates, per-lr regret, win rates,
+time to target, per-task tables) and plots.
 
 Built from the results store alone, so ``fitpilot report DIR`` can rebuild it
 at any time, also from an unfinished benchmark (the report says so).
@@ -11,12 +12,24 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from fitpilot.experiments.plots import plot_lr_trajectories, plot_regret_compute, plot_val_curves
-from fitpilot.experiments.settings import ORACLE, Settings
+from fitpilot.experiments.plots import (
+    plot_lr_trajectories,
+    plot_profiles,
+    plot_regret_compute,
+    plot_val_curves,
+)
+from fitpilot.experiments.reference import reference_rates, tuned_rate
+from fitpilot.experiments.settings import FACTOR_FREE, RunRecord, Settings
 from fitpilot.experiments.store import read_store
-from fitpilot.experiments.summary import Interval, Summary, summarize
+from fitpilot.experiments.summary import (
+    TARGET_SLACK,
+    TAU_MAX,
+    Interval,
+    Summary,
+    paired_difference,
+    summarize,
+)
 
 REPORT_FILE = "report.md"
 
@@ -34,9 +47,13 @@ def write_report(directory: str | Path) -> ReportResult:
     directory = Path(directory)
     contents = read_store(directory)
     settings, runs = contents.settings, contents.runs
-    strategies = [s for s in settings.strategies if any(r["strategy"] == s for r in runs)]
+    strategies = [s for s in settings.strategies if any(r.strategy == s for r in runs)]
     strategies = strategies or list(settings.strategies)
     overall = summarize(runs, strategies, settings.oracle_grid)
+    by_factor = {
+        f: summarize(runs, strategies, settings.oracle_grid, keep=lambda c, f=f: c[1] == f)
+        for f in settings.lr_factors
+    }
 
     plots: list[tuple[str, str, str | None]] = []  # (title, file, or why it is missing)
     plots.append(
@@ -50,7 +67,16 @@ def write_report(directory: str | Path) -> ReportResult:
         (
             "Learning rate chosen by the learned controller",
             "lr_trajectories.png",
-            plot_lr_trajectories(runs, settings, directory / "lr_trajectories.png"),
+            plot_lr_trajectories(
+                runs, reference_rates(runs, settings), directory / "lr_trajectories.png"
+            ),
+        )
+    )
+    plots.append(
+        (
+            "Time to target: performance profiles",
+            "profiles.png",
+            plot_profiles(overall, directory / "profiles.png"),
         )
     )
     plots.append(
@@ -62,9 +88,12 @@ def write_report(directory: str | Path) -> ReportResult:
     )
 
     lines = _header(settings, runs)
-    lines += _summary_section(overall, settings)
+    lines += _summary_section(overall, by_factor, settings)
+    lines += _good_start_section(runs, strategies, settings)
+    lines += _reference_section(runs, settings)
+    lines += _lr_factor_section(by_factor, strategies, settings)
     lines += _win_section(overall)
-    lines += _lr_factor_section(runs, strategies, settings)
+    lines += _profile_section(overall)
     lines += _controller_section(runs)
     lines += _task_sections(runs, strategies, settings)
     lines += ["## Plots", ""]
@@ -104,26 +133,40 @@ def _name(strategy: str) -> str:
 # --- sections ---------------------------------------------------------------------
 
 
-def _header(settings: Settings, runs: Sequence[dict[str, Any]]) -> list[str]:
-    planned = len(settings.run_keys())
+def planned_runs(settings: Settings, runs: Sequence[RunRecord]) -> int:
+    """Runs of the plan: grid, strategies, and the grid extensions already decided."""
+    plan = set(settings.run_keys())
+    return len(plan) + sum(1 for r in runs if r.key not in plan and r.is_oracle)
+
+
+def _header(settings: Settings, runs: Sequence[RunRecord]) -> list[str]:
+    planned = planned_runs(settings, runs)
     tasks = ", ".join(t.name for t in settings.tasks)
+    factors = settings.oracle_factors()
     grid = (
-        f"{settings.oracle_grid} learning rates x{settings.oracle_factors()[0]:g} .. "
-        f"x{settings.oracle_factors()[-1]:g} the task default"
+        f"{settings.oracle_grid} constant learning rates x{factors[0]:g} .. x{factors[-1]:g} "
+        f"the task default, each with best-epoch restore"
+        + (", extended at an edge for the tuned rate" if settings.tuned else "")
         if settings.oracle_grid
         else "off"
     )
+    reference = (
+        "tuned (the grid's rate with the lowest mean best validation loss)"
+        if settings.tuned
+        else "the task default"
+    )
     controller = settings.controller or "none (learned not benchmarked)"
     source = f" (`{settings.controller_source}`)" if settings.controller_source else ""
-    wall = sum(float(r.get("wall_seconds") or 0) for r in runs)
+    wall = sum(r.wall_seconds for r in runs if math.isfinite(r.wall_seconds))
     lines = [
         "# fitpilot benchmark",
         "",
-        f"- controller: `{controller}`{source}",
+        f"- protocol v{settings.protocol}; controller: `{controller}`{source}",
         f"- tasks ({settings.task_source or 'custom'}): {tasks}",
+        f"- reference learning rate: {reference}",
         f"- starting learning rate: x{', x'.join(f'{f:g}' for f in settings.lr_factors)} "
-        f"the task default; seeds per cell: {settings.seeds}",
-        f"- hindsight oracle: {grid}",
+        f"the reference; seeds per cell: {settings.seeds}",
+        f"- hindsight oracle and grid: {grid}",
         f"- strategies: {', '.join(settings.strategies)}",
         f"- runs: {len(runs)} of {planned}; training time {wall:.0f} s (sum over runs); "
         f"fitpilot {settings.fitpilot_version}",
@@ -138,10 +181,15 @@ def _header(settings: Settings, runs: Sequence[dict[str, Any]]) -> list[str]:
         )
     if notes:
         lines += ["> **Note**", ">"] + [f"> - {note}." for note in notes] + [""]
+    warned = [r for r in runs if r.warning]
+    if warned:
+        lines += [f"> - {r.key.label()}: {r.warning}." for r in warned[:10]] + [""]
     return lines
 
 
-def _summary_section(summary: Summary, settings: Settings) -> list[str]:
+def _summary_section(
+    summary: Summary, by_factor: dict[float, Summary], settings: Settings
+) -> list[str]:
     lines = ["## Summary", ""]
     if not summary.has_regret:
         lines += [
@@ -155,7 +203,8 @@ def _summary_section(summary: Summary, settings: Settings) -> list[str]:
         ]
     lines += [
         f"{len(summary.cells)} cells (task x starting learning rate x seed); "
-        f"{summary.oracle_cells} with an oracle.",
+        f"{summary.oracle_cells} with an oracle. Regret per starting factor: means "
+        f"(intervals below).",
         "",
     ]
     rows = []
@@ -166,29 +215,129 @@ def _summary_section(summary: Summary, settings: Settings) -> list[str]:
             for o in summary.strategies
             if (name, o) in summary.win_rate
         ]
+        per_factor = [by_factor[f].per_strategy[name].regret for f in settings.lr_factors]
         rows.append(
             [
                 _name(name),
                 _interval(s.regret, undefined="undefined" if not summary.has_regret else "n/a"),
+                *(f"{r.mean:.2f}" if r else "n/a" for r in per_factor),
                 f"{sum(wins) / len(wins):.2f}" if wins else "n/a",
                 _interval(s.compute),
+                _num(s.profile_score, 2),
                 str(s.diverged),
                 _num(s.wall_mean, 2),
-                f"{s.wall_total:.0f}",
                 str(s.cells),
             ]
         )
     head = [
         "strategy",
         "regret [95% CI]",
+        *(f"x{f:g}" for f in settings.lr_factors),
         "mean win rate",
         "compute [95% CI]",
+        "time to target",
         "diverged",
         "wall s/run",
-        "wall s total",
         "cells",
     ]
     return lines + _table(head, rows)
+
+
+def _good_start_section(
+    runs: Sequence[RunRecord], strategies: Sequence[str], settings: Settings
+) -> list[str]:
+    """The learned controller's regret minus ``reduce_lr`` 's at x1, paired by cell."""
+    if 1.0 not in settings.lr_factors or not {"learned", "reduce_lr"} <= set(strategies):
+        return []
+    harm = paired_difference(runs, "learned", "reduce_lr", keep=lambda c: c[1] == 1.0)
+    if harm is None:
+        return []
+    verdict = (
+        "the controller does harm from a good start"
+        if harm.low > 0
+        else "the controller does better than reduce_lr from a good start"
+        if harm.high < 0
+        else "no clear difference"
+    )
+    return [
+        f"**Harm from a good start** (x1, learned's regret minus reduce_lr's, paired over "
+        f"{harm.n} cells): {_interval(harm)}; {verdict}.",
+        "",
+    ]
+
+
+def _reference_section(runs: Sequence[RunRecord], settings: Settings) -> list[str]:
+    if not settings.oracle_grid:
+        return []
+    lines = [
+        "## Reference learning rates",
+        "",
+        (
+            "The starting factors multiply the tuned rate: the grid's constant rate with the "
+            "lowest best validation loss, averaged over the seeds (the test split never "
+            "decides it)."
+            if settings.tuned
+            else "The starting factors multiply the task default; the tuned rate (the grid's "
+            "best on validation) is shown for comparison."
+        ),
+        "",
+    ]
+    rows = []
+    for task in settings.tasks:
+        tuned = tuned_rate(runs, settings, task.name)
+        if tuned is None:
+            rows.append([task.name, task.optimizer, _num(task.learning_rate), "n/a", "", "", ""])
+            continue
+        extended = ", ".join(f"x{f:g}" for f in tuned.extended) or "no"
+        rows.append(
+            [
+                task.name,
+                task.optimizer,
+                _num(task.learning_rate),
+                _num(tuned.rate),
+                f"x{tuned.factor:g}",
+                extended + (" (winner still at the edge)" if tuned.at_edge else ""),
+                _num(tuned.val_loss, 4),
+            ]
+        )
+    head = [
+        "task",
+        "optimizer",
+        "default lr",
+        "tuned lr",
+        "tuned / default",
+        "grid extended",
+        "best val loss (mean)",
+    ]
+    return lines + _table(head, rows)
+
+
+def _lr_factor_section(
+    by_factor: dict[float, Summary], strategies: Sequence[str], settings: Settings
+) -> list[str]:
+    lines = ["## By starting learning rate", ""]
+    if not any(s.has_regret for s in by_factor.values()):
+        lines += [
+            "Regret (and so this table) is undefined without the hindsight oracle; "
+            "compute per starting learning rate:",
+            "",
+        ]
+        cell = lambda s: _interval(s.compute)  # noqa: E731
+    else:
+        lines += ["Regret [95% CI] per starting learning rate (factor of the reference):", ""]
+        cell = lambda s: _interval(s.regret)  # noqa: E731
+    free = [name for name in strategies if name in FACTOR_FREE]
+    if free:
+        lines += [
+            f"{' and '.join(free)} do not depend on the starting rate: one run per task and "
+            f"seed stands for every factor.",
+            "",
+        ]
+    rows = [
+        [_name(name)] + [cell(by_factor[f].per_strategy[name]) for f in settings.lr_factors]
+        for name in strategies
+    ]
+    return lines + _table(["strategy", *(f"x{f:g}" for f in settings.lr_factors)], rows)
 
 
 def _win_section(summary: Summary) -> list[str]:
@@ -210,41 +359,46 @@ def _win_section(summary: Summary) -> list[str]:
     return lines + _table(["row beats column", *summary.strategies], rows)
 
 
-def _lr_factor_section(
-    runs: Sequence[dict[str, Any]], strategies: Sequence[str], settings: Settings
-) -> list[str]:
-    lines = ["## By starting learning rate", ""]
-    by_factor = {
-        f: summarize(runs, strategies, settings.oracle_grid, keep=lambda c, f=f: c[1] == f)
-        for f in settings.lr_factors
-    }
-    if not any(s.has_regret for s in by_factor.values()):
-        lines += [
-            "Regret (and so this table) is undefined without the hindsight oracle; "
-            "compute per starting learning rate:",
-            "",
-        ]
-        cell = lambda s: _interval(s.compute)  # noqa: E731
-    else:
-        lines += ["Regret [95% CI] per starting learning rate (factor of the task default):", ""]
-        cell = lambda s: _interval(s.regret)  # noqa: E731
-    rows = [
-        [_name(name)] + [cell(by_factor[f].per_strategy[name]) for f in settings.lr_factors]
-        for name in strategies
+def _profile_section(summary: Summary) -> list[str]:
+    if not summary.has_profile:
+        return []
+    cells = max(len(r) for r in summary.ratios.values())
+    lines = [
+        "## Time to target",
+        "",
+        f"Per cell, the epochs (range-test probes included) until the validation loss first "
+        f"reaches the target, the grid's best validation loss x{TARGET_SLACK:g}; rho(tau) is "
+        f"the share of cells within tau x the fastest strategy of the cell. Score: the "
+        f"integral of rho over tau in [1, {TAU_MAX:g}], scaled to [0, 1] (1: fastest "
+        f"everywhere). {cells} cells.",
+        "",
     ]
-    return lines + _table(["strategy", *(f"x{f:g}" for f in settings.lr_factors)], rows)
+    rows = []
+    for name in summary.strategies:
+        s = summary.per_strategy[name]
+        ratios = summary.ratios.get(name) or []
+        fastest = sum(r == 1.0 for r in ratios)
+        rows.append(
+            [
+                _name(name),
+                _num(s.profile_score, 2),
+                f"{s.reached / len(ratios):.2f}" if ratios else "n/a",
+                f"{fastest / len(ratios):.2f}" if ratios else "n/a",
+            ]
+        )
+    return lines + _table(["strategy", "score", "reached target", "fastest"], rows)
 
 
-def _controller_section(runs: Sequence[dict[str, Any]]) -> list[str]:
-    learned = [r for r in runs if r["strategy"] == "learned"]
+def _controller_section(runs: Sequence[RunRecord]) -> list[str]:
+    learned = [r for r in runs if r.strategy == "learned"]
     if not learned:
         return []
     actions: Counter[str] = Counter()
     for run in learned:
-        for row in run.get("decisions") or []:
+        for row in run.decisions or ():
             if isinstance(row, dict) and "action" in row:
                 actions[str(row["action"])] += 1
-    stops = sum(r["epochs"] < r["budget"] for r in learned)
+    stops = sum(r.epochs < r.budget for r in learned)
     lines = [
         "## What the learned controller did",
         "",
@@ -261,26 +415,26 @@ def _controller_section(runs: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def _task_sections(
-    runs: Sequence[dict[str, Any]], strategies: Sequence[str], settings: Settings
+    runs: Sequence[RunRecord], strategies: Sequence[str], settings: Settings
 ) -> list[str]:
     lines = ["## Per task", ""]
     for task in settings.tasks:
         summary = summarize(
             runs, strategies, settings.oracle_grid, keep=lambda c, t=task: c[0] == t.name
         )
-        metric = next(
-            (r.get("metric") for r in runs if r["task"] == task.name and r.get("metric")), None
-        )
+        metric = next((r.metric for r in runs if r.task == task.name and r.metric), None)
+        tuned = tuned_rate(runs, settings, task.name) if settings.oracle_grid else None
+        reference = f"; tuned rate {tuned.rate:g} (x{tuned.factor:g})" if tuned else ""
         lines += [
             f"### {task.name}",
             "",
             f"Budget {task.epochs} epochs, batch {task.batch_size}, {task.optimizer} at "
-            f"default learning rate {task.learning_rate:g}, loss {task.loss}.",
+            f"default learning rate {task.learning_rate:g}{reference}, loss {task.loss}.",
             "",
         ]
         best = _oracle_choices(runs, task.name)
         if best:
-            lines += [f"Oracle's best constant learning rate: {best}.", ""]
+            lines += [f"Oracle's best constant learning rate (on test): {best}.", ""]
         rows = []
         for name in strategies:
             s = summary.per_strategy[name]
@@ -308,15 +462,13 @@ def _task_sections(
     return lines
 
 
-def _oracle_choices(runs: Sequence[dict[str, Any]], task: str) -> str:
+def _oracle_choices(runs: Sequence[RunRecord], task: str) -> str:
     """``"x0.2154 (seed 0), x1 (seed 1)"``: the grid factor with the lowest test loss, per seed."""
     best: dict[int, tuple[float, float]] = {}
-    for run in runs:
-        loss = run.get("test_loss")
-        if run["strategy"] == ORACLE and run["task"] == task and loss is not None:
-            seed = int(run["seed"])
-            if seed not in best or loss < best[seed][0]:
-                best[seed] = (loss, float(run["lr_factor"]))
+    grid = [r for r in runs if r.is_oracle and r.task == task and math.isfinite(r.test_loss)]
+    for run in grid:
+        if run.seed not in best or run.test_loss < best[run.seed][0]:
+            best[run.seed] = (run.test_loss, run.lr_factor)
     return ", ".join(f"x{best[s][1]:g} (seed {s})" for s in sorted(best))
 
 
@@ -327,17 +479,29 @@ def _definitions(settings: Settings) -> list[str]:
         "- **cell**: (task, starting learning rate, seed). Every strategy of a cell trains the "
         "same initial weights on the same data order within the task's epoch budget; the test "
         "split only scores the final weights.",
+        "- **reference learning rate**: what the starting factors multiply; "
+        + (
+            "here the tuned rate (the grid's rate with the lowest best validation loss, "
+            "averaged over seeds)."
+            if settings.tuned
+            else "here the task default."
+        ),
         "- **regret**: mean over cells of log(test loss / oracle test loss); lower is better, "
         "below 0 beats every constant learning rate of the grid. Cells where a strategy's test "
         "loss is not finite are left out of its regret and counted as **diverged**.",
         "- **hindsight oracle**: per task and seed, the lowest test loss of constant learning "
-        "rates on the log grid, each with best-epoch restore (the same for every starting "
-        "learning rate of the cell).",
+        "rates on the log grid (extensions included), each with best-epoch restore (the same "
+        "for every starting learning rate of the cell).",
         "- **win rate**: share of cells where the row's test loss is strictly lower; a "
         "non-finite loss loses to any finite one. The summary's mean win rate averages a "
         "strategy's win rates against every other strategy.",
-        "- **compute**: epochs run / epoch budget. **wall**: seconds of fit plus test scoring "
-        "per run.",
+        "- **compute**: (epochs run + range-test batches / batches per epoch) / epoch budget. "
+        "**wall**: seconds of range test, fit and test scoring per run.",
+        "- **time to target**: see its section; AlgoPerf-style performance profiles.",
+        "- **lr_finder**: range test (1e-7 to 10 over at most 100 batches, fastai's valley "
+        "rule), then es_reduce_lr from the suggested rate. **prodigy**: Prodigy (lr 1) with "
+        "cosine decay over the budget and best-weight restore; ignores the starting rate and "
+        "the task's optimizer.",
         "- Intervals: 95% percentile bootstrap over cells (2000 resamples).",
         "",
     ]

@@ -1,10 +1,12 @@
 """Run one strategy on one cell through a real ``model.fit``, and score it on the test split.
 
 A :class:`Runner` lives in one process (the main one or a pool worker) and
-keeps, per task, one compiled model for constant-variable learning rates and
-one for the cosine schedule. Each run resets the model to the cell's initial
-variables and the optimizer to its freshly built state, so all strategies of a
-cell start from the same weights and see the same data order:
+keeps one :class:`PreparedTask` per task: its data and evaluation datasets,
+and compiled models of each kind it needed (a variable learning rate; the
+cosine schedule; Prodigy; the range test's one-batch-per-call model). Each run
+resets the model to the cell's initial variables and the optimizer to its
+freshly built state, so all strategies of a cell start from the same weights
+and see the same data order:
 
 - initial variables (weights and dropout seed states): those of a fresh
   ``task.build_model()`` after ``keras.utils.set_random_seed(seed)``;
@@ -27,20 +29,26 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from fitpilot.envs.tasks import Split, TrainingTask
+from fitpilot.controller.bundle import load_bundle
+from fitpilot.controller.callback import LearnedController
+from fitpilot.controller.lr_finder import LRFinderResult, find_learning_rate
+from fitpilot.controller.prodigy import Prodigy
+from fitpilot.envs.tasks import Split, TaskData, TrainingTask
 from fitpilot.errors import FitpilotError
-from fitpilot.experiments.settings import ORACLE, BenchmarkError, RunKey
-from fitpilot.experiments.strategies import SCHEDULED, cosine_schedule, strategy_callbacks
+from fitpilot.experiments.settings import BenchmarkError, RunOrder, RunRecord
+from fitpilot.experiments.strategies import MODEL_KINDS, cosine_schedule, strategy_callbacks
 
 #: Rows per batch when scoring the validation and test splits (one batch for small splits).
 EVAL_BATCH = 8192
+#: At most this many batches in the ``lr_finder`` strategy's range test (BENCHMARK.md).
+RANGE_TEST_BATCHES = 100
 
 
 class TrajectoryRecorder(keras.callbacks.Callback):
@@ -104,12 +112,14 @@ class CompiledModel:
 
     ``optimizer_state`` holds the optimizer variables' values right after
     ``optimizer.build`` (iteration 0, fresh slots). ``initial_lr`` is the
-    cosine schedule's starting-rate variable (``None`` for a variable rate).
+    cosine schedule's starting-rate variable (``None`` for a variable rate,
+    and for Prodigy, whose schedule always starts at 1).
     """
 
     model: keras.Model
     optimizer_state: list[np.ndarray]
     initial_lr: keras.Variable | None
+    scheduled: bool = False
 
     def reset(self, variables: list[np.ndarray], learning_rate: float) -> None:
         """Set the model's ``variables``, fresh optimizer state and the start ``learning_rate``."""
@@ -121,12 +131,86 @@ class CompiledModel:
             variable.assign(value)
         if self.initial_lr is not None:
             self.initial_lr.assign(learning_rate)
-        else:
+        elif not self.scheduled:
             self.model.optimizer.learning_rate.assign(learning_rate)
 
 
+@dataclass
+class PreparedTask:
+    """Everything a runner keeps for one task: its data, batches per epoch, evaluation
+    datasets, compiled models (one per :data:`~fitpilot.experiments.strategies.MODEL_KINDS`
+    kind, built on first use) and each seed's initial variables."""
+
+    task: TrainingTask
+    data: TaskData
+    steps: int
+    validation: tf.data.Dataset
+    test: tf.data.Dataset
+    models: dict[str, CompiledModel] = field(default_factory=dict)
+    initial: dict[int, list[np.ndarray]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, task: TrainingTask) -> PreparedTask:
+        data = task.data()
+        return cls(
+            task,
+            data,
+            steps_per_epoch(task),
+            eval_dataset(data.validation),
+            eval_dataset(data.test),
+        )
+
+    def initial_variables(self, seed: int) -> list[np.ndarray]:
+        """The cell's initial model variables: a fresh ``task.build_model()`` under ``seed``."""
+        if seed not in self.initial:
+            keras.utils.set_random_seed(seed)  # clears TF's kernel caches: once per cell here
+            model = _built(self.task.build_model(), self.task)
+            self.initial[seed] = [np.array(v.numpy()) for v in model.variables]
+        return self.initial[seed]
+
+    def compiled(self, kind: str) -> CompiledModel:
+        """The task's reusable compiled model of ``kind`` (built, traced, warmed up once)."""
+        if kind not in self.models:
+            self.models[kind] = self._compile(kind)
+        return self.models[kind]
+
+    def _compile(self, kind: str) -> CompiledModel:
+        task, steps = self.task, self.steps
+        initial_lr = None
+        if kind == "cosine":
+            initial_lr = keras.Variable(task.learning_rate, dtype="float32", trainable=False)
+            schedule = cosine_schedule(initial_lr, decay_steps=task.epochs * steps)
+            model = task.compiled_model(schedule, steps_per_execution=steps)
+        elif kind == "prodigy":
+            model = task.build_model()
+            model.compile(
+                optimizer=Prodigy(cosine_schedule(1.0, decay_steps=task.epochs * steps)),
+                loss=task.loss,
+                metrics=list(task.metrics),
+                steps_per_execution=steps,
+            )
+        elif kind == "probe":  # one batch per call: the range test acts after every batch
+            model = task.compiled_model(task.learning_rate)
+        else:
+            model = task.compiled_model(task.learning_rate, steps_per_execution=steps)
+        model = _built(model, task)
+        model.optimizer.build(model.trainable_variables)
+        state = [np.array(v.numpy()) for v in model.optimizer.variables]
+        if kind != "probe":
+            # Trace the train and evaluation steps now, so no run's wall time includes it.
+            model.fit(
+                train_dataset(self.data.train, task.batch_size, 1, 0),
+                steps_per_epoch=steps,
+                epochs=1,
+                verbose=0,
+                validation_data=self.validation,
+                shuffle=False,
+            )
+        return CompiledModel(model, state, initial_lr, scheduled=kind == "prodigy")
+
+
 class Runner:
-    """Runs :class:`RunKey` s of one set of tasks in this process; returns store records."""
+    """Runs :class:`RunOrder` s of one set of tasks in this process; returns run records."""
 
     def __init__(
         self,
@@ -137,111 +221,113 @@ class Runner:
         self.tasks = {task.name: task for task in tasks}
         self.controller = controller
         self.controller_hash = controller_hash
-        self._models: dict[tuple[str, bool], CompiledModel] = {}
-        self._variables: dict[tuple[str, int], list[np.ndarray]] = {}
-        self._eval: dict[tuple[str, str], tf.data.Dataset] = {}
+        self.prepared: dict[str, PreparedTask] = {}
 
-    # --- caches -------------------------------------------------------------
-
-    def initial_variables(self, task: TrainingTask, seed: int) -> list[np.ndarray]:
-        """The cell's initial model variables: a fresh ``task.build_model()`` under ``seed``."""
-        key = (task.name, seed)
-        if key not in self._variables:
-            keras.utils.set_random_seed(seed)  # clears TF's kernel caches: once per cell here
-            model = _built(task.build_model(), task)
-            self._variables[key] = [np.array(v.numpy()) for v in model.variables]
-        return self._variables[key]
-
-    def _eval_data(self, task: TrainingTask, split: str) -> tf.data.Dataset:
-        key = (task.name, split)
-        if key not in self._eval:
-            self._eval[key] = eval_dataset(getattr(task.data(), split))
-        return self._eval[key]
-
-    def compiled(self, task: TrainingTask, scheduled: bool) -> CompiledModel:
-        """The task's reusable compiled model (built, traced and warmed up on first use)."""
-        key = (task.name, scheduled)
-        if key not in self._models:
-            data = task.data()
-            steps = steps_per_epoch(task)
-            initial_lr = None
-            learning_rate: Any = task.learning_rate
-            if scheduled:
-                initial_lr = keras.Variable(task.learning_rate, dtype="float32", trainable=False)
-                learning_rate = cosine_schedule(initial_lr, decay_steps=task.epochs * steps)
-            model = _built(task.compiled_model(learning_rate, steps_per_execution=steps), task)
-            model.optimizer.build(model.trainable_variables)
-            state = [np.array(v.numpy()) for v in model.optimizer.variables]
-            # Trace the train and evaluation steps now, so no run's wall time includes it.
-            model.fit(
-                train_dataset(data.train, task.batch_size, 1, 0),
-                steps_per_epoch=steps,
-                epochs=1,
-                verbose=0,
-                validation_data=self._eval_data(task, "validation"),
-                shuffle=False,
-            )
-            self._models[key] = CompiledModel(model, state, initial_lr)
-        return self._models[key]
+    def prepare(self, name: str) -> PreparedTask:
+        """The task ``name``, prepared on first use."""
+        if name not in self.prepared:
+            task = self.tasks.get(name)
+            if task is None:
+                raise BenchmarkError(f"no task named {name!r} in this benchmark's task list")
+            self.prepared[name] = PreparedTask.of(task)
+        return self.prepared[name]
 
     # --- one run --------------------------------------------------------------
 
-    def run(self, key: RunKey) -> dict[str, Any]:
-        """Train ``key.strategy`` on its cell and score the final weights on the test split."""
-        task = self.tasks.get(key.task)
-        if task is None:
-            raise BenchmarkError(f"no task named {key.task!r} in this benchmark's task list")
-        compiled = self.compiled(task, scheduled=key.strategy in SCHEDULED)
+    def run(self, order: RunOrder) -> RunRecord:
+        """Train ``order.key.strategy`` on its cell and score the final weights on the test split.
+
+        ``lr_finder`` first runs the range test from the cell's initial weights
+        (its batches count as compute, its seconds as wall time) and trains
+        from the suggested rate; if the test gives none (a loss that is NaN from
+        the first batch), from ``order.learning_rate``, with a warning.
+        """
+        key = order.key
+        prepared = self.prepare(key.task)
+        task = prepared.task
+        compiled = prepared.compiled(MODEL_KINDS.get(key.strategy, "constant"))
         model = compiled.model
-        learning_rate = task.learning_rate * key.lr_factor
-        initial = self.initial_variables(task, key.seed)
+        initial = prepared.initial_variables(key.seed)
         if len(initial) != len(model.variables):
             raise BenchmarkError(
                 f"task {task.name!r}: build_model() gave models with {len(initial)} and "
                 f"{len(model.variables)} variables; it must build the same model every time"
             )
+        learning_rate, probe_epochs, probe_wall, warning = order.learning_rate, 0.0, 0.0, None
+        if key.strategy == "lr_finder":
+            start = time.perf_counter()
+            probe = self._range_test(prepared, initial, key.seed)
+            probe_wall = time.perf_counter() - start
+            probe_epochs = probe.batches / prepared.steps
+            if probe.suggestion is None:
+                warning = (
+                    "range test gave no suggestion"
+                    + (f" ({probe.warning})" if probe.warning else "")
+                    + f"; trained from the reference rate {learning_rate:g}"
+                )
+            else:
+                learning_rate = float(probe.suggestion)
+        if key.strategy == "prodigy":
+            learning_rate = 1.0  # Prodigy's multiplier of its own step size; cosine from 1
         compiled.reset(initial, learning_rate)
         callbacks = strategy_callbacks(key.strategy, self.controller)
         recorder = TrajectoryRecorder()
-        data = task.data()
 
         start = time.perf_counter()
         with warnings.catch_warnings():  # a diverging run warns; its record says so
             warnings.simplefilter("ignore")
             history = model.fit(
-                train_dataset(data.train, task.batch_size, task.epochs, key.seed),
-                steps_per_epoch=steps_per_epoch(task),
-                validation_data=self._eval_data(task, "validation"),
+                train_dataset(prepared.data.train, task.batch_size, task.epochs, key.seed),
+                steps_per_epoch=prepared.steps,
+                validation_data=prepared.validation,
                 epochs=task.epochs,
                 verbose=0,
                 shuffle=False,
                 callbacks=[recorder, *callbacks],
             )
-            scores = model.evaluate(self._eval_data(task, "test"), verbose=0, return_dict=True)
-        wall = time.perf_counter() - start
+            scores = model.evaluate(prepared.test, verbose=0, return_dict=True)
+        wall = time.perf_counter() - start + probe_wall
 
         metric = _metric_name(task, scores)
         learned = callbacks[0] if key.strategy == "learned" else None
-        return {
-            "type": "run",
-            "task": key.task,
-            "seed": key.seed,
-            "lr_factor": key.lr_factor,
-            "strategy": key.strategy,
-            "oracle": key.strategy == ORACLE,
-            "controller": self.controller_hash,
-            "learning_rate": learning_rate,
-            "budget": task.epochs,
-            "epochs": len(history.epoch),
-            "test_loss": float(scores["loss"]),
-            "metric": metric,
-            "test_metric": float(scores[metric]) if metric else None,
-            "wall_seconds": round(wall, 4),
-            "lr": recorder.lr,
-            "val_loss": recorder.val_loss,
-            "loss": recorder.loss,
-            "decisions": _decisions(learned) if learned is not None else None,
-        }
+        return RunRecord(
+            task=key.task,
+            seed=key.seed,
+            lr_factor=key.lr_factor,
+            strategy=key.strategy,
+            learning_rate=learning_rate,
+            budget=task.epochs,
+            epochs=len(history.epoch),
+            test_loss=float(scores["loss"]),
+            wall_seconds=round(wall, 4),
+            controller=self.controller_hash,
+            metric=metric,
+            test_metric=float(scores[metric]) if metric else None,
+            lr=tuple(recorder.lr),
+            val_loss=tuple(recorder.val_loss),
+            loss=tuple(recorder.loss),
+            probe_epochs=probe_epochs,
+            decisions=tuple(_decisions(learned)) if learned is not None else None,
+            warning=warning,
+        )
+
+    def _range_test(
+        self, prepared: PreparedTask, initial: list[np.ndarray], seed: int
+    ) -> LRFinderResult:
+        """The learning-rate range test on the training data, from the cell's initial weights,
+        in the cell's data order, with the task's batch size and optimizer."""
+        probe = prepared.compiled("probe")
+        probe.reset(initial, prepared.task.learning_rate)
+        task = prepared.task
+        passes = math.ceil(RANGE_TEST_BATCHES / prepared.steps)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return find_learning_rate(
+                probe.model,
+                train_dataset(prepared.data.train, task.batch_size, passes, seed),
+                batch_size=task.batch_size,
+                max_batches=RANGE_TEST_BATCHES,
+            )
 
 
 def steps_per_epoch(task: TrainingTask) -> int:
@@ -275,34 +361,20 @@ def _metric_name(task: TrainingTask, scores: dict[str, Any]) -> str | None:
 # --- the controller -------------------------------------------------------------
 
 
-def _learned_controller_class() -> Any:
-    try:
-        from fitpilot.controller.callback import LearnedController
-    except ImportError as exc:
-        raise BenchmarkError(
-            f"the learned controller is not available in this install ({exc}); "
-            f"leave 'learned' out of --strategies"
-        ) from exc
-    return LearnedController
-
-
 def controller_factory(source: str) -> Callable[[], keras.callbacks.Callback]:
     """A maker of fresh ``LearnedController`` s from a bundle path or ``"pretrained"``."""
-    controller = _learned_controller_class()
     if source == "pretrained":
-        return controller.pretrained
-    return functools.partial(controller.load, source)
+        return LearnedController.pretrained
+    return functools.partial(LearnedController.load, source)
 
 
 def controller_hash(source: str) -> str:
     """The content hash of the controller bundle at ``source`` (a path, or ``"pretrained"``)."""
     if source == "pretrained":
         try:
-            return str(_learned_controller_class().pretrained().bundle.content_hash)
+            return str(LearnedController.pretrained().bundle.content_hash)
         except FitpilotError as exc:
             raise BenchmarkError(
-                f"--controller pretrained: {exc}; or give --controller path/to/controller.zip"
+                f"`controller` 'pretrained': {exc}; or give the path of a controller.zip"
             ) from exc
-    from fitpilot.controller.bundle import load_bundle
-
     return load_bundle(source).content_hash

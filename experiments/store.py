@@ -13,14 +13,12 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
-from fitpilot.experiments.settings import BenchmarkError, RunKey, Settings
+from fitpilot.experiments.settings import PROTOCOL, BenchmarkError, RunKey, RunRecord, Settings
 from fitpilot.jsonable import jsonable
 
 STORE_FILE = "runs.jsonl"
-RUN_FIELDS = ("task", "seed", "lr_factor", "strategy", "test_loss", "epochs", "budget")
-
 
 
 def store_path(directory: str | Path) -> Path:
@@ -33,11 +31,11 @@ class StoreContents:
 
     path: Path
     settings: Settings
-    runs: list[dict[str, Any]] = field(default_factory=list)
+    runs: list[RunRecord] = field(default_factory=list)
     skipped: list[int] = field(default_factory=list)
 
     def keys(self) -> set[RunKey]:
-        return {RunKey.of(run) for run in self.runs}
+        return {run.key for run in self.runs}
 
     def warning(self) -> str | None:
         """One line about skipped (unreadable) lines, or ``None``."""
@@ -55,8 +53,7 @@ def read_store(directory: str | Path) -> StoreContents:
     path = store_path(directory)
     if not path.is_file():
         raise BenchmarkError(
-            f"no benchmark results in {directory} (expected {path}); "
-            f"run `fitpilot benchmark --out {directory}` first"
+            f"no benchmark results in {directory} (expected {path}); run a benchmark there first"
         )
     with path.open("r", encoding="utf-8", errors="replace") as file:
         lines = file.read().split("\n")
@@ -67,8 +64,7 @@ def read_store(directory: str | Path) -> StoreContents:
             raise ValueError("first line is not a header")
     except (ValueError, KeyError, TypeError) as exc:
         raise BenchmarkError(
-            f"{path} is not a fitpilot benchmark store (bad header: {exc}); "
-            f"use a new --out DIR, or --force to start over"
+            f"{path} is not a fitpilot benchmark store (bad header: {exc})"
         ) from exc
     contents = StoreContents(path, settings)
     seen: set[RunKey] = set()
@@ -76,15 +72,12 @@ def read_store(directory: str | Path) -> StoreContents:
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
-            if record.get("type") != "run" or any(name not in record for name in RUN_FIELDS):
-                raise ValueError("not a run record")
-            key = RunKey.of(record)
+            record = RunRecord.from_json(json.loads(line))
         except (ValueError, TypeError, AttributeError):
             contents.skipped.append(number)
             continue
-        if key not in seen:  # a run is never written twice; keep the first if it were
-            seen.add(key)
+        if record.key not in seen:  # a run is never written twice; keep the first if it were
+            seen.add(record.key)
             contents.runs.append(record)
     return contents
 
@@ -92,9 +85,10 @@ def read_store(directory: str | Path) -> StoreContents:
 class ResultsStore:
     """An open store to append runs to; see :meth:`open`."""
 
-    def __init__(self, path: Path, finished: set[RunKey], warning: str | None) -> None:
+    def __init__(self, path: Path, runs: list[RunRecord], warning: str | None) -> None:
         self.path = path
-        self.finished = finished
+        self.runs = runs
+        self.finished = {run.key for run in runs}
         self.warning = warning
         self._file: IO[str] | None = path.open("a", encoding="utf-8")
 
@@ -104,9 +98,10 @@ class ResultsStore:
     ) -> ResultsStore:
         """Create the store in ``directory``, or reopen it to resume.
 
-        A store of other settings (controller, tasks, strategies, grid, lr
-        factors, seeds, fitpilot version) is refused; so is an existing store
-        without ``resume``. ``force`` deletes an existing store first.
+        A store of another protocol version, or of other settings (controller,
+        tasks, strategies, reference, grid, lr factors, seeds, fitpilot
+        version) is refused, and left as it is; so is an existing store without
+        ``resume``. ``force`` deletes an existing store first.
         """
         directory = Path(directory)
         path = store_path(directory)
@@ -115,8 +110,20 @@ class ResultsStore:
         if not path.exists():
             directory.mkdir(parents=True, exist_ok=True)
             _write_atomically(path, json.dumps({"type": "header", "settings": settings.to_dict()}))
-            return cls(path, set(), None)
-        contents = read_store(directory)
+            return cls(path, [], None)
+        try:
+            contents = read_store(directory)
+        except BenchmarkError as exc:
+            raise BenchmarkError(
+                f"{exc}; give a new `out` directory, or `force=True` to start over"
+            ) from exc
+        if contents.settings.protocol != PROTOCOL:
+            raise BenchmarkError(
+                f"{path} was written by benchmark protocol v{contents.settings.protocol} "
+                f"({len(contents.runs)} runs), which this version cannot continue; its runs "
+                f"stay there (a report still reads them): give a new `out` directory for a "
+                f"v{PROTOCOL} benchmark, or `force=True` to delete them and start over"
+            )
         differences = settings.differences(contents.settings)
         if differences:
             who = (
@@ -126,24 +133,26 @@ class ResultsStore:
             )
             raise BenchmarkError(
                 f"{path} was written by {who} ({'; '.join(differences)}); "
-                f"use a new --out DIR, or --force to start over"
+                f"give a new `out` directory, or `force=True` to start over"
             )
         if contents.runs and not resume:
             raise BenchmarkError(
-                f"{directory} already holds a benchmark ({len(contents.runs)} runs); add --resume "
-                f"to continue it, --force to start over, or use a new --out DIR"
+                f"{directory} already holds a benchmark ({len(contents.runs)} runs); pass "
+                f"`resume=True` to continue it, `force=True` to start over, or give a new "
+                f"`out` directory"
             )
         _drop_partial_last_line(path)
-        return cls(path, contents.keys(), contents.warning())
+        return cls(path, contents.runs, contents.warning())
 
-    def append(self, record: dict[str, Any]) -> None:
+    def append(self, record: RunRecord) -> None:
         """Append one run record as one line, flushed and fsync'd before returning."""
         if self._file is None:
             raise BenchmarkError(f"{self.path} is closed")
-        self._file.write(json.dumps(jsonable(record), allow_nan=False) + "\n")
+        self._file.write(json.dumps(jsonable(record.to_json()), allow_nan=False) + "\n")
         self._file.flush()
         os.fsync(self._file.fileno())
-        self.finished.add(RunKey.of(record))
+        self.runs.append(record)
+        self.finished.add(record.key)
 
     def close(self) -> None:
         if self._file is not None:

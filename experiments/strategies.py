@@ -1,8 +1,10 @@
-"""Strategy name -> the Keras callbacks (and learning-rate setting) it trains with.
+"""Strategy name -> the Keras callbacks (and compiled-model kind) it trains with.
 
 The heuristics are Keras' own callbacks with the arguments of BENCHMARK.md;
 the only callback written here is :class:`RestoreBestWeights`, the best-weight
-restore that ``constant``, ``reduce_lr``, ``cosine`` and the oracle runs add.
+restore that ``constant``, ``reduce_lr``, ``cosine``, ``prodigy`` and the
+oracle runs add. ``lr_finder`` trains with ``es_reduce_lr`` 's callbacks from
+the rate its range test suggests (the runner runs the test).
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ import numpy as np
 
 from fitpilot.experiments.settings import ORACLE, STRATEGIES, BenchmarkError
 
-#: Strategies whose optimizer learning rate is a ``CosineDecay`` schedule over the budget.
-SCHEDULED = frozenset({"cosine"})
+#: The compiled model a strategy trains (default ``"constant"``: the task's optimizer at a
+#: variable rate): ``"cosine"``, the task's optimizer under a ``CosineDecay`` over the
+#: budget; ``"prodigy"``, Prodigy under a ``CosineDecay`` from 1 over the budget.
+MODEL_KINDS = {"cosine": "cosine", "prodigy": "prodigy"}
 
 
 class RestoreBestWeights(keras.callbacks.Callback):
@@ -64,9 +68,9 @@ def strategy_callbacks(
     """Fresh callbacks for one run of strategy ``name`` (or of the oracle).
 
     ``learned`` makes the ``LearnedController`` for the ``learned`` strategy.
-    ``cosine`` also needs its optimizer's learning rate to be :func:`cosine_schedule`.
+    ``cosine`` and ``prodigy`` also need their model of :data:`MODEL_KINDS`.
     """
-    if name in ("constant", "cosine", ORACLE):
+    if name in ("constant", "cosine", "prodigy", ORACLE):
         return [RestoreBestWeights("val_loss")]
     if name == "early_stopping":
         return [
@@ -76,7 +80,7 @@ def strategy_callbacks(
         ]
     if name == "reduce_lr":
         return [reduce_lr_on_plateau(), RestoreBestWeights("val_loss")]
-    if name == "es_reduce_lr":
+    if name in ("es_reduce_lr", "lr_finder"):
         return [
             keras.callbacks.EarlyStopping(
                 monitor="val_loss", patience=10, restore_best_weights=True
@@ -85,7 +89,7 @@ def strategy_callbacks(
         ]
     if name == "learned":
         if learned is None:
-            raise BenchmarkError("the learned strategy needs a controller; give --controller")
+            raise BenchmarkError("the learned strategy needs a controller; give `controller`")
         return [learned()]
     raise BenchmarkError(f"unknown strategy {name!r}; valid strategies are {', '.join(STRATEGIES)}")
 

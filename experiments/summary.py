@@ -4,15 +4,22 @@ A cell is ``(task, lr_factor, seed)``. Per strategy, over the cells:
 
 - **regret**: mean over cells of ``log(test loss / oracle test loss)``, where the
   oracle test loss of a cell is the lowest finite test loss of the oracle grid
-  runs of its task and seed (complete grids only). Lower is better; below 0
-  means the strategy beat every constant learning rate of the grid.
-  Cells where the strategy's test loss is not finite (diverged) are left out
-  of the mean and counted in ``diverged``.
+  runs of its task and seed (complete grids only, extensions included). Lower
+  is better; below 0 means the strategy beat every constant learning rate of
+  the grid. Cells where the strategy's test loss is not finite (diverged) are
+  left out of the mean and counted in ``diverged``.
 - **win rate** of A against B: the share of the cells both ran where A's test
   loss is strictly lower (a non-finite loss loses to any finite one; ties win
   for neither, so ``win(A, B) + win(B, A) <= 1``).
-- **compute**: mean of epochs run / epoch budget.
-- **wall time**: seconds per run (fit plus test scoring), mean and total.
+- **compute**: mean of (epochs run + range-test probe epochs) / epoch budget.
+- **time to target**: per cell, the epochs (probes included) until the
+  validation loss first reaches the target, the best validation loss of any
+  constant rate of the grid (same task and seed) times :data:`TARGET_SLACK`;
+  never reached is infinite. The performance profile ``rho(tau)`` of a strategy
+  is the share of cells where its time is within ``tau`` times the fastest
+  strategy's of that cell; its **score** is the integral of ``rho`` over
+  ``tau`` in ``[1, TAU_MAX]`` divided by ``TAU_MAX - 1`` (1: always fastest).
+- **wall time**: seconds per run (fit, range test and test scoring), mean and total.
 
 Intervals are 95% percentile-bootstrap intervals over cells.
 """
@@ -23,14 +30,19 @@ import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
-from fitpilot.experiments.settings import ORACLE
+from fitpilot.experiments.settings import RunRecord
 
 Cell = tuple[str, float, int]  # (task, lr_factor, seed)
 BOOTSTRAP_RESAMPLES = 2000
+#: A cell's target validation loss is the grid's best times this.
+TARGET_SLACK = 1.02
+#: The performance profile covers tau in [1, TAU_MAX].
+TAU_MAX = 4.0
+#: Points of the tau grid the profile score is integrated on.
+TAU_POINTS = 301
 
 
 @dataclass(frozen=True)
@@ -60,31 +72,63 @@ def bootstrap_mean(
     return Interval(float(data.mean()), float(low), float(high), int(data.size))
 
 
-def cell_of(run: dict[str, Any]) -> Cell:
-    return (str(run["task"]), float(run["lr_factor"]), int(run["seed"]))
+def _grids(runs: Iterable[RunRecord]) -> dict[tuple[str, int], list[RunRecord]]:
+    grids: dict[tuple[str, int], list[RunRecord]] = defaultdict(list)
+    for run in runs:
+        if run.is_oracle:
+            grids[(run.task, run.seed)].append(run)
+    return grids
 
 
-def _loss(run: dict[str, Any]) -> float:
-    """The run's test loss; ``inf`` if it was not finite (stored as null)."""
-    value = run.get("test_loss")
-    return float(value) if value is not None and math.isfinite(value) else math.inf
-
-
-def oracle_losses(runs: Iterable[dict[str, Any]], grid_size: int) -> dict[tuple[str, int], float]:
+def oracle_losses(runs: Iterable[RunRecord], grid_size: int) -> dict[tuple[str, int], float]:
     """Per ``(task, seed)``: the lowest finite test loss over its complete oracle grid.
 
     A ``(task, seed)`` with fewer than ``grid_size`` oracle runs (an unfinished
     benchmark) or without any finite loss has no oracle.
     """
-    grids: dict[tuple[str, int], list[float]] = defaultdict(list)
-    for run in runs:
-        if run["strategy"] == ORACLE:
-            grids[(str(run["task"]), int(run["seed"]))].append(_loss(run))
-    return {
-        key: min(losses)
-        for key, losses in grids.items()
-        if grid_size > 0 and len(losses) >= grid_size and math.isfinite(min(losses))
-    }
+    out = {}
+    for key, grid in _grids(runs).items():
+        best = min(run.finite_test_loss for run in grid)
+        if grid_size > 0 and len(grid) >= grid_size and math.isfinite(best):
+            out[key] = best
+    return out
+
+
+def val_targets(runs: Iterable[RunRecord], grid_size: int) -> dict[tuple[str, int], float]:
+    """Per ``(task, seed)`` with a complete grid: the time-to-target validation loss, the best
+    validation loss of any grid rate times :data:`TARGET_SLACK` (for losses >= 0)."""
+    out = {}
+    for key, grid in _grids(runs).items():
+        best = min(run.best_val_loss for run in grid)
+        if grid_size > 0 and len(grid) >= grid_size and math.isfinite(best):
+            out[key] = best * TARGET_SLACK if best >= 0 else best / TARGET_SLACK
+    return out
+
+
+def time_to_target(run: RunRecord, target: float) -> float:
+    """Epochs (range-test probe included) until ``run`` 's validation loss is first at or below
+    ``target``; ``inf`` if never."""
+    for epoch, value in enumerate(run.val_loss, start=1):
+        if math.isfinite(value) and value <= target:
+            return run.probe_epochs + epoch
+    return math.inf
+
+
+def profile(ratios: Sequence[float], taus: np.ndarray) -> np.ndarray:
+    """``rho(tau)``: the share of ``ratios`` at or below each ``tau`` (inf never is)."""
+    data = np.asarray(ratios, dtype=float)
+    if data.size == 0:
+        return np.full(taus.shape, np.nan)
+    return (data[None, :] <= taus[:, None]).mean(axis=1)
+
+
+def profile_score(rho: np.ndarray, taus: np.ndarray) -> float:
+    """The integral of ``rho`` over ``taus`` scaled to [0, 1] (1: fastest in every cell)."""
+    return float(np.trapezoid(rho, taus) / (taus[-1] - taus[0]))
+
+
+def tau_grid() -> np.ndarray:
+    return np.linspace(1.0, TAU_MAX, TAU_POINTS)
 
 
 @dataclass
@@ -100,25 +144,36 @@ class StrategySummary:
     wall_total: float
     test_loss: float  # mean finite test loss
     test_metric: float | None  # mean test metric
+    profile_score: float | None = None  # time-to-target performance profile, integrated
+    reached: int = 0  # cells where the validation target was reached
 
 
 @dataclass
 class Summary:
-    """All figures for one selection of cells."""
+    """All figures for one selection of cells.
+
+    ``ratios[strategy]`` are the strategy's time-to-target ratios to the
+    fastest strategy of each cell with a target (``inf``: not reached).
+    """
 
     strategies: list[str]
     cells: list[Cell]
     oracle_cells: int  # cells with a defined oracle
     per_strategy: dict[str, StrategySummary]
     win_rate: dict[tuple[str, str], Interval] = field(default_factory=dict)
+    ratios: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def has_regret(self) -> bool:
         return self.oracle_cells > 0
 
+    @property
+    def has_profile(self) -> bool:
+        return any(self.ratios.values())
+
 
 def summarize(
-    runs: Sequence[dict[str, Any]],
+    runs: Sequence[RunRecord],
     strategies: Sequence[str],
     grid_size: int,
     keep: Callable[[Cell], bool] = lambda cell: True,
@@ -126,44 +181,93 @@ def summarize(
 ) -> Summary:
     """Figures of ``strategies`` over the cells ``keep`` selects (oracle runs are not cells)."""
     oracle = oracle_losses(runs, grid_size)
-    by_strategy: dict[str, dict[Cell, dict[str, Any]]] = defaultdict(dict)
+    targets = val_targets(runs, grid_size)
+    by_strategy: dict[str, dict[Cell, RunRecord]] = defaultdict(dict)
     for run in runs:
-        if run["strategy"] != ORACLE and keep(cell_of(run)):
-            by_strategy[run["strategy"]][cell_of(run)] = run
+        if not run.is_oracle and keep(run.cell):
+            by_strategy[run.strategy][run.cell] = run
     cells = sorted({cell for name in strategies for cell in by_strategy.get(name, {})})
     summary = Summary(list(strategies), cells, sum((c[0], c[2]) in oracle for c in cells), {})
+    times = _times_to_target(by_strategy, strategies, cells, targets)
+    taus = tau_grid()
     for name in strategies:
         mine = by_strategy.get(name, {})
         regrets = [
-            math.log(_loss(run) / oracle[(cell[0], cell[2])])
+            math.log(run.finite_test_loss / oracle[(cell[0], cell[2])])
             for cell, run in mine.items()
-            if math.isfinite(_loss(run)) and (cell[0], cell[2]) in oracle
+            if math.isfinite(run.finite_test_loss) and (cell[0], cell[2]) in oracle
         ]
-        finite = [_loss(run) for run in mine.values() if math.isfinite(_loss(run))]
-        metrics = [
-            run["test_metric"] for run in mine.values() if run.get("test_metric") is not None
-        ]
-        walls = [float(run.get("wall_seconds") or 0.0) for run in mine.values()]
+        finite = [run.finite_test_loss for run in mine.values() if math.isfinite(run.test_loss)]
+        metrics = [run.test_metric for run in mine.values() if run.test_metric is not None]
+        walls = [run.wall_seconds for run in mine.values() if math.isfinite(run.wall_seconds)]
+        ratios = list(times.get(name, {}).values())
+        summary.ratios[name] = ratios
         summary.per_strategy[name] = StrategySummary(
             strategy=name,
             cells=len(mine),
             regret=bootstrap_mean(regrets, resamples),
             diverged=len(mine) - len(finite),
-            compute=bootstrap_mean(
-                (run["epochs"] / run["budget"] for run in mine.values()), resamples
-            ),
+            compute=bootstrap_mean((run.compute for run in mine.values()), resamples),
             wall_mean=float(np.mean(walls)) if walls else math.nan,
             wall_total=float(np.sum(walls)),
             test_loss=float(np.mean(finite)) if finite else math.nan,
             test_metric=float(np.mean(metrics)) if metrics else None,
+            profile_score=profile_score(profile(ratios, taus), taus) if ratios else None,
+            reached=sum(math.isfinite(r) for r in ratios),
         )
     for a in strategies:
         for b in strategies:
             common = sorted(set(by_strategy.get(a, {})) & set(by_strategy.get(b, {})))
             if a == b or not common:
                 continue
-            wins = (float(_loss(by_strategy[a][c]) < _loss(by_strategy[b][c])) for c in common)
+            wins = (
+                float(by_strategy[a][c].finite_test_loss < by_strategy[b][c].finite_test_loss)
+                for c in common
+            )
             interval = bootstrap_mean(wins, resamples)
             if interval is not None:
                 summary.win_rate[(a, b)] = interval
     return summary
+
+
+def _times_to_target(
+    by_strategy: dict[str, dict[Cell, RunRecord]],
+    strategies: Sequence[str],
+    cells: Sequence[Cell],
+    targets: dict[tuple[str, int], float],
+) -> dict[str, dict[Cell, float]]:
+    """Per strategy and cell with a target that every strategy ran: the time-to-target ratio to
+    the cell's fastest strategy (``inf`` if not reached, or if no strategy reached it)."""
+    out: dict[str, dict[Cell, float]] = defaultdict(dict)
+    for cell in cells:
+        target = targets.get((cell[0], cell[2]))
+        runs = {name: by_strategy.get(name, {}).get(cell) for name in strategies}
+        if target is None or not all(runs.values()):
+            continue
+        times = {name: time_to_target(run, target) for name, run in runs.items() if run}
+        fastest = min(times.values())
+        for name, value in times.items():
+            out[name][cell] = value / fastest if math.isfinite(fastest) else math.inf
+    return out
+
+
+def paired_difference(
+    runs: Sequence[RunRecord],
+    a: str,
+    b: str,
+    keep: Callable[[Cell], bool] = lambda cell: True,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+) -> Interval | None:
+    """Mean over the cells both ran (both finite) of ``log(test loss of a / test loss of b)``:
+    ``a`` 's regret minus ``b`` 's on the same cells (the oracle cancels out)."""
+    losses: dict[str, dict[Cell, float]] = defaultdict(dict)
+    for run in runs:
+        if run.strategy in (a, b) and keep(run.cell):
+            losses[run.strategy][run.cell] = run.finite_test_loss
+    common = sorted(set(losses[a]) & set(losses[b]))
+    values = [
+        math.log(losses[a][c] / losses[b][c])
+        for c in common
+        if math.isfinite(losses[a][c]) and math.isfinite(losses[b][c])
+    ]
+    return bootstrap_mean(values, resamples)

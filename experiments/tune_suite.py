@@ -31,7 +31,14 @@ from pathlib import Path
 from typing import Any
 
 from fitpilot.envs import load_tasks
-from fitpilot.experiments.settings import ORACLE, ORACLE_DECADES, RunKey, oracle_factors
+from fitpilot.experiments.settings import (
+    ORACLE,
+    RunKey,
+    RunOrder,
+    RunRecord,
+    grid_extension,
+    oracle_factors,
+)
 from fitpilot.runtime import configure, default_threads
 
 GRID_POINTS = 7
@@ -71,16 +78,7 @@ def extension(scores: Mapping[float, float]) -> float | None:
     done = sum(1 for f in scores if (f < base[0] if side < 0 else f > base[-1]))
     if winner != (min(scores) if side < 0 else max(scores)):
         return None  # the winner is an earlier extension point, inside the grid
-    step = ORACLE_DECADES / (GRID_POINTS - 1)
-    if (done + 1) * step > EXTRA_DECADES + 1e-9:
-        return None
-    return _round(10.0 ** (side * (ORACLE_DECADES / 2 + (done + 1) * step)))
-
-
-def best_validation_loss(record: Mapping[str, Any]) -> float:
-    """The lowest finite validation loss of a run record (inf if none is finite)."""
-    finite = [v for v in record["val_loss"] if v is not None and math.isfinite(v)]
-    return min(finite) if finite else math.inf
+    return grid_extension(GRID_POINTS, side, done)
 
 
 def tune_task(task_source: str, name: str, seeds: int, threads: int) -> dict[str, Any]:
@@ -95,9 +93,12 @@ def tune_task(task_source: str, name: str, seeds: int, threads: int) -> dict[str
     start = time.perf_counter()
 
     def measure(factor: float) -> None:
-        records = [runner.run(RunKey(name, seed, factor, ORACLE)) for seed in range(seeds)]
-        per_seed[factor] = [best_validation_loss(r) for r in records]
-        test[factor] = [r["test_loss"] for r in records]
+        records: list[RunRecord] = [
+            runner.run(RunOrder(RunKey(name, seed, factor, ORACLE), task.learning_rate * factor))
+            for seed in range(seeds)
+        ]
+        per_seed[factor] = [r.best_val_loss for r in records]
+        test[factor] = [r.test_loss for r in records]
 
     for factor in oracle_factors(GRID_POINTS):
         measure(factor)

@@ -6,6 +6,7 @@ epochs); the learned strategy uses a random controller bundle.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -28,15 +29,18 @@ from fitpilot.experiments.settings import (
     STRATEGIES,
     BenchmarkError,
     RunKey,
+    RunOrder,
+    RunRecord,
     Settings,
     TaskInfo,
     oracle_factors,
     parse_lr_factors,
     parse_strategies,
 )
-from fitpilot.experiments.store import ResultsStore, jsonable, read_store
+from fitpilot.experiments.store import ResultsStore, read_store
 from fitpilot.experiments.strategies import RestoreBestWeights, strategy_callbacks
 from fitpilot.experiments.summary import bootstrap_mean, oracle_losses, summarize
+from fitpilot.jsonable import jsonable
 from tests.bundles import write_random_bundle
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,6 +56,11 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def runner(bundle: Path) -> Runner:
     return Runner(load_tasks(TINY), controller_factory(str(bundle)), "random")
+
+
+def run(runner: Runner, seed: int, factor: float, strategy: str) -> RunRecord:
+    """One run of tiny_blobs (default rate 0.01) from ``0.01 * factor``."""
+    return runner.run(RunOrder(RunKey("tiny_blobs", seed, factor, strategy), 0.01 * factor))
 
 
 def settings_for(tasks: str = TINY, **changes: object) -> Settings:
@@ -102,11 +111,16 @@ def test_heuristics_are_keras_own_callbacks_with_benchmark_arguments(bundle: Pat
         2,
     )
     assert isinstance(restore, RestoreBestWeights)
-    early, reduce = built["es_reduce_lr"]
-    assert isinstance(early, keras.callbacks.EarlyStopping)
-    assert (early.monitor, early.patience, early.restore_best_weights) == ("val_loss", 10, True)
-    assert isinstance(reduce, keras.callbacks.ReduceLROnPlateau) and reduce.factor == 0.5
-    for name in ("constant", "cosine", ORACLE):
+    for name in ("es_reduce_lr", "lr_finder"):  # lr_finder trains with es_reduce_lr's recipe
+        early, reduce = built[name]
+        assert isinstance(early, keras.callbacks.EarlyStopping)
+        assert (early.monitor, early.patience, early.restore_best_weights) == (
+            "val_loss",
+            10,
+            True,
+        )
+        assert isinstance(reduce, keras.callbacks.ReduceLROnPlateau) and reduce.factor == 0.5
+    for name in ("constant", "cosine", "prodigy", ORACLE):
         assert [type(c) for c in strategy_callbacks(name)] == [RestoreBestWeights]
     (learned,) = built["learned"]
     assert isinstance(learned, LearnedController)
@@ -132,44 +146,45 @@ def test_restore_best_weights_puts_back_the_lowest_finite_val_loss_epoch() -> No
 
 
 def test_runs_of_a_cell_share_initial_weights_and_data_order(runner: Runner) -> None:
-    constant = runner.run(RunKey("tiny_blobs", 0, 1.0, "constant"))
-    runner.run(RunKey("tiny_blobs", 1, 10.0, "reduce_lr"))  # another cell in between
-    again = runner.run(RunKey("tiny_blobs", 0, 1.0, "constant"))
-    oracle = runner.run(RunKey("tiny_blobs", 0, 1.0, ORACLE))  # grid point x1 = the same run
-    assert constant["val_loss"] == again["val_loss"] == oracle["val_loss"]
-    assert constant["test_loss"] == again["test_loss"] == oracle["test_loss"]
-    # Every strategy but cosine trains epoch 1 at the same rate from the same start: the same
-    # first epoch. Cosine decays within it, a little.
-    firsts = {
-        name: runner.run(RunKey("tiny_blobs", 0, 1.0, name))["val_loss"][0] for name in STRATEGIES
-    }
+    constant = run(runner, 0, 1.0, "constant")
+    run(runner, 1, 10.0, "reduce_lr")  # another cell in between
+    again = run(runner, 0, 1.0, "constant")
+    oracle = run(runner, 0, 1.0, ORACLE)  # grid point x1 = the same run
+    assert constant.val_loss == again.val_loss == oracle.val_loss
+    assert constant.test_loss == again.test_loss == oracle.test_loss
+    # Every strategy from the cell's rate but cosine trains epoch 1 at the same rate from the
+    # same start: the same first epoch. Cosine decays within it, a little. (lr_finder and
+    # prodigy choose their own rates.)
+    same_start = [name for name in STRATEGIES if name not in ("lr_finder", "prodigy")]
+    firsts = {name: run(runner, 0, 1.0, name).val_loss[0] for name in same_start}
     cosine = firsts.pop("cosine")
     assert len(set(firsts.values())) == 1, firsts
     assert cosine == pytest.approx(firsts["constant"], rel=0.02) and cosine != firsts["constant"]
-    other_seed = runner.run(RunKey("tiny_blobs", 1, 1.0, "constant"))
-    assert other_seed["val_loss"][0] != constant["val_loss"][0]
+    other_seed = run(runner, 1, 1.0, "constant")
+    assert other_seed.val_loss[0] != constant.val_loss[0]
 
 
 def test_run_record_holds_trajectories_and_scores(runner: Runner) -> None:
-    record = runner.run(RunKey("tiny_blobs", 0, 0.1, "learned"))
-    assert record["controller"] == "random" and record["budget"] == 8
-    assert 1 <= record["epochs"] <= 8
-    assert len(record["lr"]) == len(record["val_loss"]) == record["epochs"]
-    assert record["lr"][0] == pytest.approx(0.001)
-    assert record["metric"] == "accuracy" and 0 <= record["test_metric"] <= 1
-    assert record["decisions"] and {"epoch", "action", "lr_before", "lr_after"} <= set(
-        record["decisions"][0]
+    record = run(runner, 0, 0.1, "learned")
+    assert record.controller == "random" and record.budget == 8
+    assert 1 <= record.epochs <= 8 and record.probe_epochs == 0
+    assert len(record.lr) == len(record.val_loss) == record.epochs
+    assert record.lr[0] == pytest.approx(0.001)
+    assert record.metric == "accuracy" and record.test_metric is not None
+    assert 0 <= record.test_metric <= 1
+    assert record.decisions and {"epoch", "action", "lr_before", "lr_after"} <= set(
+        record.decisions[0]
     )
-    assert record["wall_seconds"] > 0
+    assert record.wall_seconds > 0
 
 
 def test_cosine_decays_over_the_whole_budget(runner: Runner) -> None:
-    record = runner.run(RunKey("tiny_blobs", 0, 1.0, "cosine"))
+    record = run(runner, 0, 1.0, "cosine")
     budget, start = 8, 0.01
     expected = [start * 0.5 * (1 + math.cos(math.pi * e / budget)) for e in range(budget)]
-    np.testing.assert_allclose(record["lr"], expected, rtol=1e-4)
-    constant = runner.run(RunKey("tiny_blobs", 0, 1.0, "reduce_lr"))
-    assert constant["lr"][0] == pytest.approx(start)  # cosine's schedule did not leak
+    np.testing.assert_allclose(record.lr, expected, rtol=1e-4)
+    constant = run(runner, 0, 1.0, "reduce_lr")
+    assert constant.lr[0] == pytest.approx(start)  # cosine's schedule did not leak
 
 
 def test_epoch_orders_are_seeded_permutations() -> None:
@@ -198,7 +213,7 @@ def test_strategy_and_factor_parsing() -> None:
         parse_strategies("constant,sgdr")
     assert parse_lr_factors("10,0.1,1") == [0.1, 1.0, 10.0]
     for bad in ("", "0.1,-1", "a,b", "inf"):
-        with pytest.raises(BenchmarkError, match="--lr-factors"):
+        with pytest.raises(BenchmarkError, match="`lr_factors`"):
             parse_lr_factors(bad)
 
 
@@ -207,9 +222,10 @@ def test_oracle_runs_once_per_task_and_seed() -> None:
         strategies=STRATEGIES, lr_factors=(0.1, 1.0, 10.0), seeds=3, oracle_grid=7
     )
     keys = settings.run_keys()
-    assert len(keys) == 3 * (3 * 6 + 7)
+    assert len(keys) == 3 * (3 * len(STRATEGIES) + 7)
     assert len(set(keys)) == len(keys)
     assert sum(k.strategy == ORACLE for k in keys) == 3 * 7
+    assert keys[: 3 * 7] == settings.grid_keys()  # the grid first: it decides the reference
 
 
 # --- summary figures: a hand-computed example ---------------------------------------------
@@ -217,18 +233,18 @@ def test_oracle_runs_once_per_task_and_seed() -> None:
 
 def _run(
     strategy: str, task: str, factor: float, loss: float | None, epochs: int = 10, seed: int = 0
-) -> dict[str, object]:
-    return {
-        "type": "run",
-        "task": task,
-        "seed": seed,
-        "lr_factor": factor,
-        "strategy": strategy,
-        "test_loss": loss,
-        "epochs": epochs,
-        "budget": 10,
-        "wall_seconds": 1.0,
-    }
+) -> RunRecord:
+    return RunRecord(
+        task=task,
+        seed=seed,
+        lr_factor=factor,
+        strategy=strategy,
+        learning_rate=0.01 * factor,
+        test_loss=math.nan if loss is None else loss,
+        epochs=epochs,
+        budget=10,
+        wall_seconds=1.0,
+    )
 
 
 def test_summary_figures_against_a_hand_computed_example() -> None:
@@ -277,12 +293,12 @@ def test_bootstrap_interval_is_sane() -> None:
 # --- results store --------------------------------------------------------------------
 
 
-def _record(key: RunKey) -> dict[str, object]:
-    return {
-        **_run(key.strategy, key.task, key.lr_factor, 0.5, seed=key.seed),
-        "val_loss": [1.0, float("nan")],
-        "lr": [np.float32(0.01)] * 2,
-    }
+def _record(key: RunKey) -> RunRecord:
+    return dataclasses.replace(
+        _run(key.strategy, key.task, key.lr_factor, 0.5, seed=key.seed),
+        val_loss=(1.0, float("nan")),
+        lr=(float(np.float32(0.01)),) * 2,
+    )
 
 
 def test_store_appends_resumes_and_skips_a_cut_line(tmp_path: Path) -> None:
@@ -294,23 +310,23 @@ def test_store_appends_resumes_and_skips_a_cut_line(tmp_path: Path) -> None:
     path = tmp_path / "runs.jsonl"
     assert json.loads(path.read_text().splitlines()[2])["val_loss"] == [1.0, None]
     with path.open("a") as file:  # a write cut short by a kill
-        file.write(json.dumps(jsonable(_record(keys[3])))[:40])
+        file.write(json.dumps(jsonable(_record(keys[3]).to_json()))[:40])
     contents = read_store(tmp_path)
     assert len(contents.runs) == 3 and contents.skipped == [5]
     assert "skipped 1 unreadable line" in (contents.warning() or "")
-    with pytest.raises(BenchmarkError, match="--resume"):
+    with pytest.raises(BenchmarkError, match="`resume=True`"):
         ResultsStore.open(tmp_path, settings)
     with ResultsStore.open(tmp_path, settings, resume=True) as store:
         assert store.finished == set(keys[:3]) and store.warning
         store.append(_record(keys[3]))
     contents = read_store(tmp_path)
-    assert [RunKey.of(r) for r in contents.runs] == keys[:4] and not contents.skipped
+    assert [r.key for r in contents.runs] == keys[:4] and not contents.skipped
 
 
 def test_store_refuses_other_controller_or_settings(tmp_path: Path) -> None:
     ResultsStore.open(tmp_path, settings_for()).close()
     with pytest.raises(
-        BenchmarkError, match="another controller .*controller: store aaaa, now bbbb.*--force"
+        BenchmarkError, match="another controller .*controller: store aaaa, now bbbb.*force=True"
     ):
         ResultsStore.open(tmp_path, settings_for(controller="bbbb"), resume=True)
     with pytest.raises(BenchmarkError, match="other settings .*seeds: store 1, now 3"):
@@ -330,13 +346,15 @@ def test_store_refuses_other_controller_or_settings(tmp_path: Path) -> None:
     [
         (
             ["--strategies", "constant,warmup"],
-            "unknown strategy 'warmup'; valid strategies are constant, early_stopping, reduce_lr, "
-            "es_reduce_lr, cosine, learned",
+            "unknown strategy 'warmup' in --strategies; valid strategies are constant, "
+            "early_stopping, reduce_lr, es_reduce_lr, cosine, lr_finder, prodigy, learned",
         ),
         (["--tasks", "tests.benchmark_tasks:EMPTY"], "empty task list"),
         (["--tasks", "tests.benchmark_tasks:NOPE"], "has no attribute 'NOPE'"),
         (["--suite", "nope"], "unknown suite 'nope'"),
-        (["--oracle-grid", "-2"], "--oracle-grid"),
+        (["--oracle-grid", "-2"], "--oracle-grid must be 0"),
+        (["--oracle-grid", "0"], "the tuned --lr-reference is chosen on the grid"),
+        (["--lr-reference", "best"], "valid references are tuned, default"),
         (["--lr-factors", "0,1"], "--lr-factors"),
         (["--seeds", "0"], "--seeds"),
         (["--jobs", "0"], "--jobs"),
@@ -372,6 +390,8 @@ def test_cli_refuses_a_store_of_another_controller(tmp_path: Path, bundle: Path)
         "1",
         "--oracle-grid",
         "0",
+        "--lr-reference",
+        "default",
         "--out",
         str(out),
     ]
@@ -380,7 +400,7 @@ def test_cli_refuses_a_store_of_another_controller(tmp_path: Path, bundle: Path)
     code, output = cli(*common, "--controller", str(other), "--resume")
     assert code == 2 and "written by another controller" in output and "--force" in output
     code, output = cli(*common, "--controller", str(bundle))
-    assert code == 2 and "add --resume" in output
+    assert code == 2 and "pass --resume to continue it" in output
     code, output = cli(*common, "--controller", str(bundle), "--resume")
     assert code == 0 and "resuming: 1 of 1 runs" in output
     assert len(read_store(out).runs) == 1
@@ -399,6 +419,8 @@ def test_report_without_oracle_says_regret_is_undefined(tmp_path: Path) -> None:
         "1",
         "--oracle-grid",
         "0",
+        "--lr-reference",
+        "default",
         "--out",
         str(tmp_path),
     )
@@ -444,14 +466,19 @@ def test_tiny_benchmark_end_to_end(tmp_path: Path, bundle: Path) -> None:
     output, _ = process.communicate(timeout=240)
     assert process.returncode == 0, output
     contents = read_store(out)
-    assert len(contents.runs) == 2 * 6 + 3 and not contents.skipped
-    assert {r["strategy"] for r in contents.runs} == {*STRATEGIES, ORACLE}
-    for run in contents.runs:
-        assert run["controller"] == contents.settings.controller
-        assert len(run["val_loss"]) == len(run["lr"]) == run["epochs"]
+    grid = sum(r.is_oracle for r in contents.runs)  # 3, or more if the grid was extended
+    assert grid >= 3 and len(contents.runs) == 2 * len(STRATEGIES) + grid
+    assert not contents.skipped
+    assert {r.strategy for r in contents.runs} == {*STRATEGIES, ORACLE}
+    for record in contents.runs:
+        assert record.controller == contents.settings.controller
+        assert len(record.val_loss) == len(record.lr) == record.epochs
+    probed = [r for r in contents.runs if r.strategy == "lr_finder"]
+    assert all(0 < r.probe_epochs <= 100 / 4 for r in probed)  # 4 batches per epoch
     report = (out / "report.md").read_text()
     assert "## Summary" in report and "| **learned** |" in report and "## Win rates" in report
-    for plot in ("val_curves.png", "lr_trajectories.png", "regret_compute.png"):
+    assert "## Reference learning rates" in report and "## Time to target" in report
+    for plot in ("val_curves.png", "lr_trajectories.png", "regret_compute.png", "profiles.png"):
         data = (out / plot).read_bytes()
         assert data.startswith(b"\x89PNG") and len(data) > 10_000, plot
     first = report
@@ -478,10 +505,12 @@ def test_killed_benchmark_resumes_without_redoing_or_losing_runs(
         "0.1,1,10",
         "--oracle-grid",
         "3",
+        "--lr-reference",
+        "default",
         "--out",
         str(out),
     ]
-    planned = 2 * (3 * 6 + 3)
+    planned = 2 * (3 * len(STRATEGIES) + 3)
     store = out / "runs.jsonl"
     process = _fitpilot(*args, start_new_session=True)
     deadline = time.monotonic() + 180
@@ -503,7 +532,7 @@ def test_killed_benchmark_resumes_without_redoing_or_losing_runs(
     after = store.read_bytes()
     assert after[:finished] == before[:finished], "a finished run was lost or rewritten"
     contents = read_store(out)
-    keys = [RunKey.of(r) for r in contents.runs]
+    keys = [r.key for r in contents.runs]
     assert len(keys) == len(set(keys)) == planned and not contents.skipped
     assert after.count(b"\n") == planned + 1  # header + one line per run: nothing redone
     resumed = before[:finished].count(b"\n") - 1

@@ -27,7 +27,6 @@ from fitpilot.agents.ray_vecenv import MAX_CONSECUTIVE_RESTARTS, RayVecEnv, make
 from fitpilot.agents.train import RunFolder, train
 from fitpilot.cli import app
 from fitpilot.controller.bundle import load_bundle
-from fitpilot.experiments.settings import RunKey
 from fitpilot.experiments.store import read_store
 from fitpilot.ray_backend import (
     RayBackendError,
@@ -291,7 +290,7 @@ def test_benchmark_on_ray_matches_local_survives_a_lost_worker_and_resumes(
     bundle = write_random_bundle(tmp_path / "controller.zip")
     common = [
         "benchmark", "--controller", str(bundle), "--tasks", "tests.ray_tasks:CRASH_ONCE",
-        "--seeds", "1", "--lr-factors", "0.1,1", "--oracle-grid", "2",
+        "--seeds", "1", "--lr-factors", "0.1,1", "--oracle-grid", "2", "--lr-reference", "default",
         "--strategies", "constant,early_stopping,learned",
     ]
     planned = 2 * 3 + 2
@@ -305,11 +304,11 @@ def test_benchmark_on_ray_matches_local_survives_a_lost_worker_and_resumes(
     remote, local = read_store(tmp_path / "ray"), read_store(tmp_path / "local")
     assert remote.settings == local.settings
     assert len(remote.runs) == len(local.runs) == planned and not remote.skipped
-    twins = {RunKey.of(run): run for run in local.runs}
+    twins = {run.key: run for run in local.runs}
     for run in remote.runs:
-        twin = twins.pop(RunKey.of(run))
-        assert run.keys() == twin.keys() and run["epochs"] == twin["epochs"]
-        assert run["test_loss"] == pytest.approx(twin["test_loss"], rel=1e-3)
+        twin = twins.pop(run.key)
+        assert run.epochs == twin.epochs
+        assert run.test_loss == pytest.approx(twin.test_loss, rel=1e-3)
     assert not twins
     assert (tmp_path / "ray" / "report.md").is_file()
 
@@ -322,7 +321,7 @@ def test_benchmark_on_ray_matches_local_survives_a_lost_worker_and_resumes(
     assert f"resuming: 5 of {planned} runs" in output
     after = store.read_bytes()
     assert after.startswith(kept) and after.count(b"\n") == planned + 1
-    assert len({RunKey.of(run) for run in read_store(tmp_path / "ray").runs}) == planned
+    assert len({run.key for run in read_store(tmp_path / "ray").runs}) == planned
 
 
 # --- training on Ray ---------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from fitpilot.commands import check_writable, user_errors
+from fitpilot.experiments.report import write_report
 
 
 def register(app: typer.Typer) -> None:
@@ -18,9 +19,7 @@ def register(app: typer.Typer) -> None:
 def report(
     directory: Annotated[Path, typer.Argument(help="The --out directory of `fitpilot benchmark`.")],
 ) -> None:
-    """Write DIR/report.md and its plots from DIR/runs.jsonl."""
-    from fitpilot.experiments.report import write_report
-
+    """Write DIR/report.md and its plots from DIR/runs.jsonl (any protocol version)."""
     check_writable(directory, "DIRECTORY")
     result = write_report(directory)
     if result.warning:
