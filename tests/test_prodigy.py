@@ -203,9 +203,10 @@ def test_d_grows_from_d0_and_the_loss_falls() -> None:
     initial, gradients = least_squares()
     variables = [keras.Variable(w.astype("float32")) for w in initial]
     optimizer = Prodigy()
+    apply = compiled_apply(optimizer, variables)
     for _ in range(STEPS):
         weights = [keras.ops.convert_to_numpy(v) for v in variables]
-        optimizer.apply([g.astype("float32") for g in gradients(weights)], variables)
+        apply([g.astype("float32") for g in gradients(weights)])
     assert float(keras.ops.convert_to_numpy(optimizer.d)) > 1e3 * optimizer.d0
     final = gradients([keras.ops.convert_to_numpy(v) for v in variables])
     start = gradients(initial)
