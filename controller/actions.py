@@ -163,20 +163,6 @@ def set_learning_rate(optimizer: Any, learning_rate: float) -> None:
     optimizer.learning_rate.assign(learning_rate)
 
 
-def apply_decision(
-    optimizer: Any, decision: Decision, min_lr: float = 0.0, max_lr: float = math.inf
-) -> float:
-    """Multiply the optimizer's lr by ``decision.factor``, clamped to ``[min_lr, max_lr]``.
-
-    Returns the new learning rate. A stop decision leaves the lr unchanged.
-    """
-    lr = get_learning_rate(optimizer)
-    new_lr = next_learning_rate(lr, decision, min_lr, max_lr)
-    if new_lr != lr:
-        set_learning_rate(optimizer, new_lr)
-    return new_lr
-
-
 def next_learning_rate(
     lr: float, decision: Decision, min_lr: float = 0.0, max_lr: float = math.inf
 ) -> float:

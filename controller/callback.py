@@ -36,10 +36,11 @@ from fitpilot.controller.actions import (
     DEFAULT_MIN_LR,
     ContinuousActions,
     DiscreteActions,
-    apply_decision,
     check_settable_learning_rate,
     get_learning_rate,
     is_divergent,
+    next_learning_rate,
+    set_learning_rate,
 )
 from fitpilot.controller.bundle import Bundle, BundleError, load_bundle
 from fitpilot.errors import FitpilotError
@@ -225,20 +226,16 @@ class LearnedController(keras.callbacks.Callback):
         self.stopped_epoch = 0
         self._better: Any = None  # set at the first epoch with `monitor`, once metrics are built
         self._fill_val = self._has_validation is False
-        self._epoch_lr: float | None = None
         self._weights = self.model.weights  # the list, built once per fit (~0.1 ms)
         self._start_weights = _copy_values(self._weights)  # for a divergence in epoch 1
-
-    def on_epoch_begin(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
-        self._epoch_lr = self._current_lr()  # the lr this epoch trains with
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         logs = {} if logs is None else logs
         config = self.featurizer.config
         if self._better is None:
             self._first_epoch_checks(logs)
-        lr = self._epoch_lr if self._epoch_lr is not None else self._current_lr()
-        self._epoch_lr = None
+        # The lr this epoch trained with: no other callback sets it (refused at train begin).
+        lr = get_learning_rate(self.model.optimizer)
         observed = {**logs, config.val_key: logs.get(config.train_key)} if self._fill_val else logs
         validated = config.val_key in observed and self.monitor in logs
         value = float(logs[self.monitor]) if validated else None
@@ -268,8 +265,10 @@ class LearnedController(keras.callbacks.Callback):
             self.stopped_epoch = epoch + 1
             new_lr = lr
         else:
-            new_lr = apply_decision(self.model.optimizer, decision, self.min_lr, self.max_lr)
-            new_lr = float(np.float32(new_lr))  # as the optimizer's float32 variable holds it
+            new_lr = next_learning_rate(lr, decision, self.min_lr, self.max_lr)
+            if new_lr != lr:
+                set_learning_rate(self.model.optimizer, new_lr)
+                new_lr = float(np.float32(new_lr))  # as the optimizer's float32 variable holds it
         if isinstance(self.bundle.actions, ContinuousActions):
             code: float = 0.0 if decision.stop else decision.factor
         else:
@@ -366,9 +365,6 @@ class LearnedController(keras.callbacks.Callback):
             f"cannot tell whether monitor={self.monitor!r} should go up or down; pass "
             f"mode='max' (higher is better) or mode='min'"
         )
-
-    def _current_lr(self) -> float:
-        return get_learning_rate(self.model.optimizer)
 
     # -- acting --------------------------------------------------------------------------
 
