@@ -353,12 +353,15 @@ def train_v2_extra() -> list[TrainingTask]:
     """The tasks ``train_v2`` adds to ``train`` (without tuned rates)."""
     return [
         TrainingTask(
-            "wine_bn_adamw", build_model=partial(dense_net, (13,), (32, 32), 3, batch_norm=True),
-            load_data=partial(sklearn_data, "load_wine"), optimizer="adamw",
-            learning_rate=1e-3, batch_size=16, epochs=60, **_CLF,
+            "clf_bn_adamw", build_model=partial(dense_net, (12,), (32, 32), 3, batch_norm=True),
+            load_data=partial(
+                generated_data, "make_classification", n_samples=800, n_features=12,
+                n_informative=6, n_classes=3, class_sep=1.0, flip_y=0.05,
+            ),
+            optimizer="adamw", learning_rate=1e-3, batch_size=16, epochs=60, **_CLF,
         ),
         TrainingTask(
-            "breast_cancer_dropout_sgdm",
+            "cancer_dropout_sgdm",
             build_model=partial(dense_net, (30,), (64, 64), 2, dropout=0.3),
             load_data=partial(sklearn_data, "load_breast_cancer"), optimizer="sgd",
             optimizer_kwargs=_MOMENTUM, learning_rate=0.01, batch_size=32, epochs=30, **_CLF,
@@ -396,12 +399,12 @@ def train_v2_extra() -> list[TrainingTask]:
             "blobs_rmsprop", build_model=partial(dense_net, (8,), (32,), 5),
             load_data=partial(
                 generated_data, "make_blobs", n_samples=800, n_features=8, centers=5,
-                cluster_std=3.0,
+                cluster_std=6.0,
             ),
             optimizer="rmsprop", learning_rate=1e-3, batch_size=64, epochs=20, **_CLF,
         ),
         TrainingTask(
-            "classification_deep_tanh",
+            "clf_deep_tanh",
             build_model=partial(dense_net, (30,), (32, 32, 32, 32), 2, "tanh"),
             load_data=partial(
                 generated_data, "make_classification", n_samples=1000, n_features=30,
@@ -492,7 +495,7 @@ def validation_suite() -> list[TrainingTask]:
             epochs=30, **_CLF,
         ),
         TrainingTask(
-            "sparse_uncorrelated_sgd", build_model=partial(dense_net, (20,), (128,), 1),
+            "sparse_linear_sgd", build_model=partial(dense_net, (20,), (128,), 1),
             load_data=partial(
                 generated_data, "make_sparse_uncorrelated", True, n_samples=800, n_features=20
             ),

@@ -71,7 +71,7 @@ def test_train_v2_and_validation_carry_their_tuned_rates() -> None:
     assert all(t.tuned_learning_rate is None for t in suite("train") + suite("holdout"))
 
 
-@pytest.mark.parametrize("name", ["wine_bn_adamw", "breast_cancer_dropout_sgdm"])
+@pytest.mark.parametrize("name", ["clf_bn_adamw", "cancer_dropout_sgdm"])
 def test_env_runner_resets_batch_norm_and_dropout_tasks_exactly(name: str) -> None:
     task = next(t for t in suite("train_v2") if t.name == name)
     runner = make_runner(task)
