@@ -2,8 +2,9 @@
 
 Each test runs the ``fitpilot`` command line in a subprocess, as a user would,
 kills it once a few runs are stored, and checks in ``/proc`` that every process
-it started is gone, that the finished runs are kept, and that ``--resume``
-completes the benchmark.
+it started is gone and that the finished runs are kept; after the SIGKILL,
+``--resume`` completes the benchmark (tests/test_benchmark.py resumes after a
+kill of the whole process group).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ ARGS = [
     "--strategies",
     "constant,reduce_lr,cosine",
     "--seeds",
-    "4",
+    "3",
     "--lr-factors",
     "0.1,1,10",
     "--oracle-grid",
@@ -38,7 +39,7 @@ ARGS = [
     "--jobs",
     "2",
 ]
-PLANNED = 4 * 3 * 3
+PLANNED = 3 * 3 * 3
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
 
@@ -155,5 +156,6 @@ def test_sigterm_and_ctrl_c_stop_at_once_and_keep_finished_runs(
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
     kept = (tmp_path / "runs.jsonl").read_bytes()
-    assert kept.endswith(b"\n") and 3 <= kept.count(b"\n") <= PLANNED
-    _resume_completes(tmp_path, kept)
+    assert kept.endswith(b"\n") and 3 <= kept.count(b"\n") <= PLANNED  # no line cut short
+    contents = read_store(tmp_path)
+    assert len(contents.runs) == kept.count(b"\n") - 1 and not contents.skipped

@@ -17,6 +17,7 @@ import pytest
 from fitpilot.envs.loading import load_tasks
 from fitpilot.experiments.benchmark import plan_benchmark, run_benchmark
 from fitpilot.experiments.reference import grid_extensions, tuned_rate
+from fitpilot.experiments.report import write_report
 from fitpilot.experiments.settings import (
     FACTOR_FREE,
     ORACLE,
@@ -201,6 +202,8 @@ def test_v1_store_is_refused_on_resume_and_nothing_is_lost(tmp_path: Path) -> No
     with pytest.raises(BenchmarkError, match=r"protocol v1 .*new `out` directory.*force=True"):
         ResultsStore.open(tmp_path, settings_for(strategies=("constant",)), resume=True)
     assert (tmp_path / "runs.jsonl").read_text() == text
+    report = write_report(tmp_path).path.read_text()  # `fitpilot report` still reads it
+    assert "protocol v1" in report and "| constant |" in report
 
 
 def test_run_record_round_trips_through_json() -> None:
@@ -277,3 +280,14 @@ def test_plan_names_the_wrong_parameter(changes: dict[str, object], message: str
         plan_benchmark(tasks=TINY, **changes)  # type: ignore[arg-type]
     assert message in str(caught.value) and "--" not in str(caught.value)
 
+
+
+def test_report_shows_harm_from_a_good_start_and_the_profiles(tmp_path: Path) -> None:
+    fake = FakeExecutor(val=_distance(DEFAULT_LR), test=_distance(DEFAULT_LR))
+    settings = settings_for(strategies=("reduce_lr", "learned"), controller="c", oracle_grid=3)
+    _benchmark(tmp_path, settings, fake)
+    report = (tmp_path / "report.md").read_text()
+    # Both strategies get the same made-up losses: a difference of 0 over 2 cells at x1.
+    assert "**Harm from a good start** (x1, learned's regret minus reduce_lr's, paired " in report
+    assert "over 2 cells): 0.00 [0.00, 0.00]; no clear difference." in report
+    assert "## Time to target" in report and (tmp_path / "profiles.png").is_file()
