@@ -128,13 +128,14 @@ def plot_val_curves(
         list(handles.values()),
         labels,
         loc="lower center",
-        ncol=len(labels),
+        ncol=min(len(labels), 5),
         fontsize=9,
         frameon=False,
         bbox_to_anchor=(0.5, -0.01),
     )
     figure.suptitle("Validation loss per strategy (dot: stopped before the budget)", fontsize=11)
-    figure.tight_layout(rect=(0, 0.04, 1, 0.97))
+    legend_rows = math.ceil(len(labels) / 5)
+    figure.tight_layout(rect=(0, 0.03 + 0.035 * legend_rows / rows, 1, 0.97))
     _save(figure, path)
     return None
 
@@ -228,7 +229,7 @@ def plot_lr_trajectories(
         list(handles.values()),
         list(handles),
         loc="lower center",
-        ncol=len(handles),
+        ncol=min(len(handles), 5),
         fontsize=9,
         frameon=False,
         bbox_to_anchor=(0.5, -0.01),
@@ -300,13 +301,14 @@ def plot_profiles(summary: Summary, path: Path) -> str | None:
         )
     taus = tau_grid()
     figure, ax = plt.subplots(figsize=(7.6, 4.6))
-    for name in summary.strategies:
-        ratios = summary.ratios.get(name)
-        if not ratios:
-            continue
+    shown = [name for name in summary.strategies if summary.ratios.get(name)]
+    for k, name in enumerate(shown):
+        # Identical profiles are common (strategies that never reach the target): a small
+        # vertical offset per strategy keeps each line visible.
+        dodge = 0.006 * (k - (len(shown) - 1) / 2)
         ax.step(
             taus,
-            profile(ratios, taus),
+            profile(summary.ratios[name], taus) + dodge,
             where="post",
             color=COLORS.get(name),
             ls=STYLES.get(name, "-"),
@@ -314,7 +316,7 @@ def plot_profiles(summary: Summary, path: Path) -> str | None:
             label=name,
         )
     ax.set_xlim(1, taus[-1])
-    ax.set_ylim(-0.02, 1.02)
+    ax.set_ylim(-0.04, 1.04)
     ax.set_xlabel("tau: epochs to target / fastest strategy's, same cell")
     ax.set_ylabel("rho(tau): share of cells")
     ax.set_title(
