@@ -84,10 +84,15 @@ class LRFinderResult:
     warning: str | None = None
 
     def plot(self, path: str | Path) -> Path:
-        """Write the smoothed loss against the learning rate (log scale) to ``path`` (PNG...)."""
+        """Write the smoothed loss against the learning rate (log scale) to ``path`` (PNG...).
+
+        Leaves out the last 5 points, as fastai's ``plot_lr_find`` does: the blow-up
+        that ended the test would flatten the rest of the curve.
+        """
         figure = Figure(figsize=(6, 4))
         ax = figure.subplots()
-        ax.plot(self.learning_rates, self.losses, label="smoothed loss")
+        shown = len(self.losses) - DROP_LAST if len(self.losses) > DROP_LAST else len(self.losses)
+        ax.plot(self.learning_rates[:shown], self.losses[:shown], label="smoothed loss")
         if self.suggestion is not None:
             ax.axvline(self.suggestion, color="tab:red", linestyle="--",
                        label=f"valley: {self.suggestion:.3g}")
