@@ -35,6 +35,13 @@ from fitpilot.controller.actions import (
     action_scheme_from_dict,
 )
 from fitpilot.controller.features import FeaturizerConfig
+from fitpilot.envs import (
+    DEFAULT_DIVERGENCE_PENALTY,
+    DEFAULT_EPOCH_COST,
+    DEFAULT_LR_DISTRIBUTION,
+    DEFAULT_LR_FACTOR_RANGE,
+    DEFAULT_TUNED_FRACTION,
+)
 from fitpilot.envs.tasks import LR_DISTRIBUTIONS
 from fitpilot.errors import FitpilotError
 
@@ -94,16 +101,14 @@ class EnvSettings:
         clip_obs: normalised observations are clipped to ``[-clip_obs, clip_obs]``.
     """
 
-    epoch_cost: float = 0.01
-    divergence_penalty: float = 1.0
-    lr_factor_range: tuple[float, float] = (0.01, 100.0)
-    lr_distribution: str = "default"
-    tuned_fraction: float = 1 / 3
+    epoch_cost: float = DEFAULT_EPOCH_COST
+    divergence_penalty: float = DEFAULT_DIVERGENCE_PENALTY
+    lr_factor_range: tuple[float, float] = DEFAULT_LR_FACTOR_RANGE
+    lr_distribution: str = DEFAULT_LR_DISTRIBUTION
+    tuned_fraction: float = DEFAULT_TUNED_FRACTION
     min_lr: float = DEFAULT_MIN_LR
     max_lr: float = DEFAULT_MAX_LR
-    actions: dict[str, Any] = field(
-        default_factory=lambda: {"kind": "discrete", "factors": [1 / 3, 1.0, 3.0]}
-    )
+    actions: dict[str, Any] = field(default_factory=lambda: {"kind": "discrete"})
     featurizer: dict[str, Any] = field(default_factory=dict)
     frame_stack: int = 2
     norm_reward: bool = True

@@ -17,7 +17,27 @@ from fitpilot.envs.tasks import Split, TaskData, TaskError, TrainingTask
 ENV_ID = "fitpilot/KerasTraining-v0"
 ENTRY_POINT = "fitpilot.envs.env:KerasTrainingEnv"
 
-__all__ = ["ENV_ID", "Split", "TaskData", "TaskError", "TrainingTask", "load_tasks"]
+# The environment's defaults (here, not in env.py, which imports TensorFlow: training
+# recipes, agents.config.EnvSettings, start from them without loading it).
+DEFAULT_EPOCH_COST = 0.01
+DEFAULT_DIVERGENCE_PENALTY = 1.0
+DEFAULT_LR_FACTOR_RANGE = (0.01, 100.0)
+DEFAULT_LR_DISTRIBUTION = "default"
+DEFAULT_TUNED_FRACTION = 1 / 3
+
+__all__ = [
+    "DEFAULT_DIVERGENCE_PENALTY",
+    "DEFAULT_EPOCH_COST",
+    "DEFAULT_LR_DISTRIBUTION",
+    "DEFAULT_LR_FACTOR_RANGE",
+    "DEFAULT_TUNED_FRACTION",
+    "ENV_ID",
+    "Split",
+    "TaskData",
+    "TaskError",
+    "TrainingTask",
+    "load_tasks",
+]
 
 
 def register_env(gymnasium: ModuleType) -> None:

@@ -27,10 +27,19 @@ from fitpilot.controller.actions import (
     DEFAULT_MIN_LR,
     ActionScheme,
     DiscreteActions,
+    clamp_learning_rate,
+    is_divergent,
     next_learning_rate,
 )
 from fitpilot.controller.features import Featurizer, FeaturizerConfig
-from fitpilot.envs import ENV_ID
+from fitpilot.envs import (
+    DEFAULT_DIVERGENCE_PENALTY,
+    DEFAULT_EPOCH_COST,
+    DEFAULT_LR_DISTRIBUTION,
+    DEFAULT_LR_FACTOR_RANGE,
+    DEFAULT_TUNED_FRACTION,
+    ENV_ID,
+)
 from fitpilot.envs.loading import load_tasks
 from fitpilot.envs.runner import EpochRunner, Logs, make_runner
 from fitpilot.envs.tasks import LR_DISTRIBUTIONS, TaskError, TrainingTask
@@ -74,14 +83,14 @@ class KerasTrainingEnv(gymnasium.Env):
         tasks: str | Sequence[TrainingTask] = "train",
         featurizer: FeaturizerConfig | None = None,
         actions: ActionScheme | None = None,
-        lr_factor_range: tuple[float, float] = (0.01, 100.0),
-        epoch_cost: float = 0.01,
-        divergence_penalty: float = 1.0,
+        lr_factor_range: tuple[float, float] = DEFAULT_LR_FACTOR_RANGE,
+        epoch_cost: float = DEFAULT_EPOCH_COST,
+        divergence_penalty: float = DEFAULT_DIVERGENCE_PENALTY,
         min_lr: float = DEFAULT_MIN_LR,
         max_lr: float = DEFAULT_MAX_LR,
         monitor: str = "val_loss",
-        lr_distribution: str = "default",
-        tuned_fraction: float = 1 / 3,
+        lr_distribution: str = DEFAULT_LR_DISTRIBUTION,
+        tuned_fraction: float = DEFAULT_TUNED_FRACTION,
     ) -> None:
         self.tasks = load_tasks(tasks) if isinstance(tasks, str) else list(tasks)
         if not self.tasks:
@@ -148,7 +157,7 @@ class KerasTrainingEnv(gymnasium.Env):
             lr = self.task.learning_rate * options["lr_factor"]
         else:
             lr = self.sample_learning_rate(self.task)
-        lr = min(max(lr, self.min_lr), self.max_lr)
+        lr = clamp_learning_rate(lr, self.min_lr, self.max_lr)
         self.runner = self._runner_for(self.task)
         self.runner.reset(seed=int(self.np_random.integers(2**31 - 1)), learning_rate=lr)
         self.featurizer.reset(budget=self.task.epochs)
@@ -237,10 +246,7 @@ class KerasTrainingEnv(gymnasium.Env):
         self.logs = logs
         self._last_obs = self.featurizer.observe(self.logs, self._epoch_lr)
         value = self.logs.get(self.monitor, math.nan)
-        diverged = not (
-            math.isfinite(self.logs.get("loss", math.nan)) and math.isfinite(value)
-        )
-        if diverged:
+        if is_divergent(self.logs, ("loss", self.monitor)):
             self._done = True
             return self._last_obs, -self.divergence_penalty, True, self._info(
                 final=True, diverged=True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import re
@@ -239,3 +240,13 @@ def test_bad_reset_options_are_refused(
 ) -> None:
     with pytest.raises(error, match=re.escape(message)):
         env.reset(seed=0, options=options)
+
+
+def test_recipe_defaults_are_the_env_defaults() -> None:
+    from fitpilot.agents.config import EnvSettings
+
+    settings, parameters = EnvSettings(), inspect.signature(KerasTrainingEnv).parameters
+    for name in ("epoch_cost", "divergence_penalty", "lr_factor_range", "lr_distribution",
+                 "tuned_fraction", "min_lr", "max_lr"):
+        assert getattr(settings, name) == parameters[name].default, name
+    assert settings.action_scheme() == DiscreteActions()
