@@ -61,7 +61,7 @@ def user_errors(function: F) -> F:
 def command_flags(function: Callable[..., Any]) -> dict[str, tuple[str, str | None]]:
     """``{parameter: (flag, negative flag or None)}`` of a typer command function.
 
-    An option's flag is its first declared name (``--n-envs``), else the one
+    An option's flag is its first declared long name (``--n-envs``), else the one
     typer derives (``--eval-every``); a bool option without declared names has
     the negative ``--no-<name>``. An argument's "flag" is its metavar, e.g. ``DIRECTORY``.
     """
@@ -71,7 +71,8 @@ def command_flags(function: Callable[..., Any]) -> dict[str, tuple[str, str | No
         if isinstance(info, ArgumentInfo):
             flags[name] = (info.metavar or name.upper(), None)
         elif isinstance(info, OptionInfo) and info.param_decls:
-            positive, _, negative = info.param_decls[0].partition("/")
+            long = [d for d in info.param_decls if d.startswith("--")] or info.param_decls
+            positive, _, negative = long[0].partition("/")
             flags[name] = (positive, negative or None)
         else:
             derived = "--" + name.replace("_", "-")
