@@ -121,6 +121,12 @@ class BatchedVecEnv(VecEnv):
             return self.task_steps
         return TASK_STEPS_PER_BUDGET * self.tasks[self._task].epochs
 
+    def warm_up(self) -> None:
+        """Build and compile every task's group now, not on its first turn (before reset)."""
+        for task in range(len(self.tasks)):
+            self._envs(task)
+            self._groups[task][0].run_epochs()  # traces and compiles; copies reset later
+
     # -- VecEnv ----------------------------------------------------------------
 
     def reset(self) -> VecEnvObs:

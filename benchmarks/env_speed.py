@@ -21,8 +21,16 @@ first and the last 10 episodes (and its ratio to hand-written epochs interleaved
 with those episodes, which load from other processes hits alike). Targets:
 (d) <= 1.5x (c); reset <= 10 ms; RSS growth <= 50 MB; flat step time.
 
+With ``--batched N [N ...]`` it measures the batched environment instead (and only
+that): env steps per second of ``BatchedVecEnv`` with N copies of the task (one
+step = N env steps; actions lower/keep/raise drawn at random, so episodes run to
+the budget and auto-reset), against ``KerasTrainingEnv.step`` with the same actions,
+in interleaved rounds (medians), with the load average and the process's peak RSS.
+Targets: >= 1,000 env steps/s at N=16; RSS <= 2 GB.
+
     FITPILOT_THREADS=1 .venv/bin/python benchmarks/env_speed.py
     FITPILOT_THREADS=2 .venv/bin/python benchmarks/env_speed.py --episodes 1000
+    FITPILOT_THREADS=1 .venv/bin/python benchmarks/env_speed.py --batched 1 4 16
 """
 
 from __future__ import annotations
@@ -149,6 +157,64 @@ def hand_written_epoch(task: Any) -> Callable[[int], Any]:
     return lambda e: epoch(tf.constant([1, e], tf.int64)).numpy()
 
 
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, in MB (Linux ``/proc``)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def batched_speed(task: Any, copies: list[int], rounds: int, steps: int) -> None:
+    """Env steps/s of ``BatchedVecEnv`` per N in ``copies`` vs the single env, interleaved."""
+    import numpy as np
+
+    from fitpilot.agents.batched_vecenv import BatchedVecEnv
+    from fitpilot.envs.env import KerasTrainingEnv
+
+    rng = np.random.default_rng(0)
+    single = KerasTrainingEnv(tasks=[task])
+    single.reset(seed=0)
+
+    def single_steps() -> None:
+        for _ in range(steps):
+            _, _, terminated, truncated, _ = single.step(int(rng.integers(3)))
+            if terminated or truncated:
+                single.reset()
+
+    print(f"\n{'env':<28} {'env steps/s':>11} {'x single':>8} {'load':>5} {'peak RSS MB':>11}")
+    for n in copies:
+        venv = BatchedVecEnv([task], n)
+        started = time.perf_counter()
+        venv.seed(0)
+        venv.reset()
+        venv.step_async(np.ones(n, np.int64))
+        venv.step_wait()
+        compile_s = time.perf_counter() - started
+
+        def batched_steps(n: int = n, venv: Any = venv) -> None:
+            for _ in range(max(steps // n, 1)):
+                venv.step_async(rng.integers(3, size=n))
+                venv.step_wait()
+
+        single_steps()  # warm-up
+        single_rates, batched_rates = [], []
+        for _ in range(rounds):
+            single_rates.append(steps / timed(single_steps))
+            batched_rates.append(max(steps // n, 1) * n / timed(batched_steps))
+        venv.close()
+        one, many = statistics.median(single_rates), statistics.median(batched_rates)
+        load = os.getloadavg()[0]
+        print(f"{'KerasTrainingEnv.step':<28} {one:>11.0f} {1:>8.2f} {load:>5.1f}")
+        print(
+            f"{f'BatchedVecEnv N={n}':<28} {many:>11.0f} {many / one:>8.2f} {load:>5.1f} "
+            f"{peak_rss_mb():>11.0f}   (first reset + step: {compile_s:.1f} s)",
+            flush=True,
+        )
+    single.close()
+
+
 def make_env(task: Any) -> Any | None:
     """``KerasTrainingEnv`` on the task if the module exists, else None."""
     try:
@@ -171,6 +237,11 @@ def main() -> None:
         default=True,
         help="also time KerasTrainingEnv.step (when fitpilot.envs.env exists)",
     )
+    parser.add_argument(
+        "--batched", type=int, nargs="+", help="time BatchedVecEnv with these N instead"
+    )
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (--batched)")
+    parser.add_argument("--round-steps", type=int, default=160, help="env steps per round")
     args = parser.parse_args()
     threads = runtime.configure()
 
@@ -183,6 +254,10 @@ def main() -> None:
         f"{task.optimizer_name}; TensorFlow threads {threads}; "
         f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
     )
+    if args.batched:
+        batched_speed(task, args.batched, args.rounds, args.round_steps)
+        print(f"load average at the end {os.getloadavg()[0]:.1f}")
+        return
 
     fit_a = fit_per_epoch(task, args.fit_epochs)
     fit_b = fit_long(task, args.fit_epochs)

@@ -1,22 +1,30 @@
-"""Env steps per second of PPO training on the train suite, with 1 and 2 environments.
+"""Env steps per second of PPO training on the train suite, per kind of environments.
 
 For each ``--n-envs`` value, with the packaged PPO recipe (``fitpilot train``'s
-defaults, evaluation and checkpoints off):
+defaults, evaluation and checkpoints off) and the environments of ``--vec``:
 
-1. start the workers (``SubprocVecEnv``, one process each, or in-process for 1);
+1. start the workers (``subproc``: ``SubprocVecEnv``, one process each, or in-process
+   for 1; ``dummy``: all in-process; ``batched``: ``BatchedVecEnv``, N copies of a task
+   trained in one compiled call, in-process);
 2. warm up: every worker resets once on every task, which builds and compiles
-   each task's Keras model (a one-off cost per worker and task, reported apart);
+   each task's Keras model (batched: every task's group is built and XLA-compiled);
+   a one-off cost per worker and task, reported apart;
 3. learn ``--timesteps`` steps with PPO, timing rollout collection (environment
    steps plus policy inference) apart from learning (PPO's gradient updates).
 
-Prints env steps per second including learning, and the split. Target: PPO with
-2 environments >= 150 env steps/s on the 2-core machine. The machine is shared,
-so the CPU seconds of the main process and of each worker during learning are
-printed too; ``idle est.`` is the steps/s they would allow on two free cores
-(steps / (main CPU + the busiest worker's CPU): in lockstep the main process
-infers and learns while the workers wait).
+Prints env steps per second including learning, and the split, with the load
+average, and as its last line ``<number> env steps/s`` of the last run.
+``--baseline 2`` first measures ``subproc`` with 2 environments in the same run, for
+a ratio that the load of other processes hits alike. Targets: PPO with 2
+environments >= 150 env steps/s; batched with 16 copies >= 600 env steps/s, its
+process's peak RSS <= 2 GB. The machine is shared, so the CPU seconds of the main
+process and of each worker during learning are printed too; ``idle est.`` is the
+steps/s they would allow on two free cores (steps / (main CPU + the busiest
+worker's CPU): in lockstep the main process infers and learns while the workers wait).
 
     .venv/bin/python benchmarks/train_speed.py --timesteps 4096 --n-envs 1 2
+    .venv/bin/python benchmarks/train_speed.py --vec batched --n-envs 16 --timesteps 8192 \
+        --baseline 2
 """
 
 from __future__ import annotations
@@ -24,11 +32,13 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from typing import Any
 
 from fitpilot import runtime
+from fitpilot.agents.config import VEC_ENVS
 
 
-def measure(n_envs: int, timesteps: int, suite: str, seed: int) -> dict[str, float]:
+def measure(n_envs: int, timesteps: int, suite: str, seed: int, vec: str) -> dict[str, Any]:
     """Start-up, warm-up and learning figures of one PPO run with ``n_envs`` environments."""
     from fitpilot.agents.callbacks import RolloutTimerCallback
     from fitpilot.agents.config import build_config
@@ -36,14 +46,19 @@ def measure(n_envs: int, timesteps: int, suite: str, seed: int) -> dict[str, flo
     from fitpilot.agents.vecenv import make_workers, wrap
     from fitpilot.envs.loading import load_tasks
 
-    config = build_config({"suite": suite, "n_envs": n_envs, "seed": seed, "eval_every": 0})
+    config = build_config(
+        {"suite": suite, "n_envs": n_envs, "seed": seed, "eval_every": 0, "vec": vec}
+    )
     started = time.perf_counter()
     workers = make_workers(config)
     start_seconds = time.perf_counter() - started
     try:
         started = time.perf_counter()
-        for task in load_tasks(config.task_spec):
-            workers.env_method("reset", seed=seed, options={"task": task.name})
+        if vec == "batched":
+            workers.venv.warm_up()
+        else:
+            for task in load_tasks(config.task_spec):
+                workers.env_method("reset", seed=seed, options={"task": task.name})
         warmup_seconds = time.perf_counter() - started
         model = new_model(config, wrap(workers, config))
         timer = RolloutTimerCallback()
@@ -58,6 +73,7 @@ def measure(n_envs: int, timesteps: int, suite: str, seed: int) -> dict[str, flo
     finally:
         workers.close()
     return {
+        "vec": vec,
         "n_envs": n_envs,
         "steps": steps,
         "start_s": start_seconds,
@@ -69,7 +85,18 @@ def measure(n_envs: int, timesteps: int, suite: str, seed: int) -> dict[str, flo
         "main_cpu_s": main_cpu,
         "worker_cpu_s": worker_cpu,
         "idle_estimate": steps / (main_cpu + max(worker_cpu, default=0.0)),
+        "peak_rss_mb": peak_rss_mb(),
+        "load": os.getloadavg()[0],
     }
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, in MB (Linux ``/proc``)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -85,6 +112,13 @@ def main() -> None:
     parser.add_argument("--n-envs", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--suite", default="train")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--vec", choices=VEC_ENVS, default="subproc")
+    parser.add_argument(
+        "--baseline",
+        type=int,
+        default=0,
+        help="first measure subproc with this many environments, for a ratio (0: no)",
+    )
     args = parser.parse_args()
     runtime.configure(1)
     import torch
@@ -92,17 +126,27 @@ def main() -> None:
     torch.set_num_threads(1)
     print(f"PPO on suite {args.suite!r}, {args.timesteps} steps; {os.cpu_count()} cores, "
           f"load average {os.getloadavg()[0]:.1f} at start")
-    print(f"{'envs':>4} {'start s':>8} {'warm-up s':>9} {'steps':>6} {'wall s':>7} "
+    print(f"{'vec':>8} {'envs':>4} {'start s':>8} {'warm-up s':>9} {'steps':>6} {'wall s':>7} "
           f"{'steps/s':>8} {'rollout s':>9} {'learn s':>8} {'main cpu s':>10} "
-          f"{'worker cpu s':>13} {'idle est.':>9}")
-    for n_envs in args.n_envs:
-        r = measure(n_envs, args.timesteps, args.suite, args.seed)
+          f"{'worker cpu s':>13} {'idle est.':>9} {'peak RSS MB':>11} {'load':>5}")
+    runs = [("subproc", args.baseline)] if args.baseline else []
+    runs += [(args.vec, n_envs) for n_envs in args.n_envs]
+    results = []
+    for vec, n_envs in runs:
+        r = measure(n_envs, args.timesteps, args.suite, args.seed, vec)
+        results.append(r)
         workers = "/".join(f"{c:.1f}" for c in r["worker_cpu_s"]) or "-"
-        print(f"{r['n_envs']:>4} {r['start_s']:>8.1f} {r['warmup_s']:>9.1f} {r['steps']:>6} "
-              f"{r['wall_s']:>7.1f} {r['steps_per_s']:>8.1f} {r['rollout_s']:>9.1f} "
-              f"{r['learn_s']:>8.1f} {r['main_cpu_s']:>10.1f} {workers:>13} "
-              f"{r['idle_estimate']:>9.0f}", flush=True)
+        print(f"{vec:>8} {r['n_envs']:>4} {r['start_s']:>8.1f} {r['warmup_s']:>9.1f} "
+              f"{r['steps']:>6} {r['wall_s']:>7.1f} {r['steps_per_s']:>8.1f} "
+              f"{r['rollout_s']:>9.1f} {r['learn_s']:>8.1f} {r['main_cpu_s']:>10.1f} "
+              f"{workers:>13} {r['idle_estimate']:>9.0f} {r['peak_rss_mb']:>11.0f} "
+              f"{r['load']:>5.1f}", flush=True)
+    last = results[-1]
+    if args.baseline:
+        ratio = last["steps_per_s"] / results[0]["steps_per_s"]
+        print(f"ratio {ratio:.2f}x subproc with {args.baseline} envs (same run)")
     print(f"load average {os.getloadavg()[0]:.1f} at the end")
+    print(f"{last['steps_per_s']:.1f} env steps/s ({last['vec']}, {last['n_envs']} envs)")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ unchanged (``begin_step``, one batched :meth:`BatchedEpochRunner.run_epochs`, th
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -88,7 +89,9 @@ class BatchedEpochRunner:
         copies: how many runs (N).
         shuffle: shuffle each copy's training rows every epoch, seeded per copy.
         jit_compile: compile the epoch with XLA (~4x faster epochs; the first call takes
-            seconds longer). ``False`` serves tests of the logic around it.
+            seconds longer). A model XLA cannot compile (e.g. max pooling's gradient under
+            op determinism) falls back to the plain graph, with a warning. ``False``
+            serves tests of the logic around it.
 
     Attributes:
         keys: the log names, in the order of the columns of :meth:`run_epochs`.
@@ -141,14 +144,21 @@ class BatchedEpochRunner:
         self._logs = np.full((n, 0), np.nan)
         self.keys: list[str] = []
         self._test_keys: list[str] = []
-        self._xla_epoch = tf.function(
-            self._epoch_graph, autograph=False, jit_compile=jit_compile
-        )
-        self._epoch_function = tf.function(self._epoch_call, autograph=False)
+        self.jit_compile = jit_compile
+        self._compiled = False  # True once an epoch call succeeded
+        self._make_epoch_function()
         self._load_function = tf.function(self._load_graph, autograph=False)
         self._restore_function = tf.function(self._restore_graph, autograph=False)
         self._test_function = tf.function(self._test_graph, autograph=False)
         self._closed = False
+
+    def _make_epoch_function(self) -> None:
+        import tensorflow as tf
+
+        self._xla_epoch = tf.function(
+            self._epoch_graph, autograph=False, jit_compile=self.jit_compile
+        )
+        self._epoch_function = tf.function(self._epoch_call, autograph=False)
 
     # -- one copy's stateless steps (traced inside tf.vectorized_map) ---------
 
@@ -397,12 +407,26 @@ class BatchedEpochRunner:
         self._check_open()
         active = np.ones(self.copies, bool) if active is None else np.asarray(active, bool)
         seeds = np.stack([self._seeds, self.epochs], axis=1)
-        logs = self._epoch_function(
+        arguments = (
             tf.constant(seeds, tf.int64),
             tf.constant(self.learning_rates),
             tf.constant(active),
             tf.constant(self._remember),
-        ).numpy()
+        )
+        try:
+            logs = self._epoch_function(*arguments).numpy()
+        except (tf.errors.UnimplementedError, tf.errors.InvalidArgumentError) as exc:
+            if self._compiled or not self.jit_compile:
+                raise
+            warnings.warn(
+                f"task {self.task.name!r}: XLA cannot compile its batched epoch "
+                f"({type(exc).__name__}); it runs uncompiled, several times slower",
+                stacklevel=2,
+            )
+            self.jit_compile = False
+            self._make_epoch_function()
+            logs = self._epoch_function(*arguments).numpy()
+        self._compiled = True
         self._remembered |= self._remember
         self._remember[:] = False
         self.epochs[active] += 1
