@@ -273,7 +273,43 @@ _NESTEROV = {"momentum": 0.9, "nesterov": True}
 #: Tuned learning rate of each ``train_v2`` and ``validation`` task: the constant rate of
 #: the v2 tuning grid with the lowest best validation loss, averaged over 3 seeds.
 #: Measured by ``experiments/tune_suite.py`` (all figures: experiments/tuned_rates.json).
-TUNED_LEARNING_RATES: dict[str, float] = {}
+TUNED_LEARNING_RATES: dict[str, float] = {
+    # train_v2
+    "digits_mlp": 0.2154,
+    "breast_cancer_mlp": 0.001,
+    "wine_mlp": 0.4642,
+    "diabetes_mlp": 0.02154,
+    "friedman1_mlp": 0.1077,
+    "moons_mlp": 0.01393,
+    "synthetic_clf_mlp": 0.02154,
+    "circles_mlp": 0.2321,
+    "digits_cnn": 0.02154,
+    "sine_gru": 0.004642,
+    "clf_bn_adamw": 0.004642,
+    "cancer_dropout_sgdm": 0.01,
+    "breast_cancer_binary": 0.004642,
+    "digits_wide_dropout": 0.004642,
+    "digits_deep_bn": 0.04642,
+    "digits_cnn_bn_sgdm": 0.04642,
+    "diabetes_nesterov": 0.005,
+    "blobs_rmsprop": 0.004642,
+    "clf_deep_tanh": 0.04642,
+    "many_classes_sgdm": 0.04642,
+    "friedman2_bn": 0.004642,
+    "moons_deep_sgdm": 0.01,
+    "circles_adamw": 0.1,
+    "swiss_roll_rmsprop": 0.02154,
+    "sine_rnn": 0.02154,
+    "counting_gru": 0.02154,
+    # validation
+    "iris_adamw": 0.02154,
+    "hastie_dropout_sgdm": 0.01,
+    "friedman3_bn_rmsprop": 0.02154,
+    "adding_gru": 0.02154,
+    "lines_cnn": 0.004642,
+    "sparse_linear_sgd": 0.2154,
+    "s_curve_tanh": 0.02154,
+}
 
 
 def _with_tuned_rates(tasks: list[TrainingTask]) -> list[TrainingTask]:
