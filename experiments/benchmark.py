@@ -1,10 +1,16 @@
 """Orchestration: plan the runs, skip the finished ones, run the rest, store them, write the report.
 
+A benchmark runs in two phases (BENCHMARK.md v2): first the constant-rate grid
+(extended at an edge for the tuned reference), which decides each task's
+reference rate; then every strategy from that reference times each starting
+factor. Each finished run is appended to the store at once, in this process,
+so a killed benchmark resumes where it stopped.
+
 With ``jobs == 1`` the runs execute in this process; otherwise in a pool of
 ``jobs`` *spawned* worker processes (never forked: TensorFlow does not survive
-a fork), each of which sizes TensorFlow's threads before importing it. Runs
-are handed out one at a time in task order, so a worker reuses its compiled
-models; each finished run is appended to the store at once, in this process.
+a fork), each of which sizes TensorFlow's threads before importing it and
+exits if this process dies. Runs are handed out one at a time in task order,
+so a worker reuses its compiled models.
 
 This module does not import TensorFlow; :mod:`fitpilot.experiments.runs` does,
 in whichever process runs the training.

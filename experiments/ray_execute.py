@@ -1,6 +1,6 @@
-"""Benchmark runs as Ray tasks: the ``--backend ray`` counterpart of :func:`benchmark.execute`.
+"""Benchmark runs as Ray tasks: the Ray counterpart of :func:`benchmark.local_pool`.
 
-The unit of work is the same as the local backend's: one :class:`RunKey` (one
+The unit of work is the same as the local backend's: one :class:`RunOrder` (one
 strategy, or one oracle learning rate, on one cell) per Ray task. Each
 finished run is yielded as soon as :func:`ray.wait` reports it, and the caller
 appends it to the results store at once, so a killed benchmark loses no
