@@ -196,7 +196,11 @@ class PreparedTask:
         model = _built(model, task)
         model.optimizer.build(model.trainable_variables)
         state = [np.array(v.numpy()) for v in model.optimizer.variables]
-        if kind != "probe":
+        if kind == "probe":
+            # Trace the one-batch train step now (the range test runs train_on_batch).
+            x, y = self.data.train.x[: task.batch_size], self.data.train.y[: task.batch_size]
+            model.train_on_batch(x, y)
+        else:
             # Trace the train and evaluation steps now, so no run's wall time includes it.
             model.fit(
                 train_dataset(self.data.train, task.batch_size, 1, 0),
@@ -255,6 +259,7 @@ class Runner:
             )
         learning_rate, probe_epochs, probe_wall, warning = order.learning_rate, 0.0, 0.0, None
         if key.strategy == "lr_finder":
+            prepared.compiled("probe")  # built and traced outside the timed range test
             start = time.perf_counter()
             probe = self._range_test(prepared, initial, key.seed)
             probe_wall = time.perf_counter() - start
