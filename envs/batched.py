@@ -36,7 +36,9 @@ if TYPE_CHECKING:
     import keras
     import tensorflow as tf
 
-State = tuple[list[Any], list[Any], list[Any]]  # trainable, non-trainable, optimizer values
+# run_epochs trains at most copies // FEW copies with one call each (a call of one copy
+# is compiled once more, and costs ~1/N of a call of all N).
+FEW = 4
 
 
 def _stateless_optimizer(optimizer: keras.optimizers.Optimizer) -> keras.optimizers.Optimizer:
@@ -259,7 +261,7 @@ class BatchedEpochRunner:
         import tensorflow as tf
 
         x, y = self._train
-        n = self.copies
+        n = int(order.shape[0])
 
         def train(state: tuple, start: Any, length: int) -> tuple:
             index = tf.slice(order, [0, start], [n, length])  # static shape [N, length]
@@ -288,7 +290,8 @@ class BatchedEpochRunner:
                 (trainable, non_trainable, metrics),
             )
 
-        return self._loop(test, self._fresh_metrics(self.copies), int(x.shape[0]))
+        copies = int(trainable[0].shape[0])
+        return self._loop(test, self._fresh_metrics(copies), int(x.shape[0]))
 
     def _vector_results(self, metrics: list) -> tuple[list[str], Any]:
         import tensorflow as tf
@@ -303,29 +306,31 @@ class BatchedEpochRunner:
         values = tf.vectorized_map(one, metrics)
         return keys, values
 
-    def _epoch_call(self, seeds: Any, learning_rates: Any, active: Any, remember: Any) -> Any:
-        """Snapshot the copies in ``remember``, train one epoch of those in ``active``.
+    def _epoch_call(
+        self, indices: Any, train: Any, seeds: Any, learning_rates: Any, remember: Any
+    ) -> Any:
+        """Snapshot the copies in ``remember``, then train one epoch of copies ``indices``.
 
         Args:
-            seeds: ``int64[N, 2]``, each copy's ``(seed, epoch)`` for its data order.
-            learning_rates: ``float32[N]``.
-            active: ``bool[N]``: copies whose state the epoch updates (the others keep
-                theirs; all are computed, so a partial call costs a full one).
+            indices: ``int32[k]``: the copies computed (all N, or one).
+            train: ``bool[k]``: those whose state the epoch updates (the others keep
+                theirs: a partial call costs the same as a full one).
+            seeds: ``int64[k, 2]``, each computed copy's ``(seed, epoch)`` for its data order.
+            learning_rates: ``float32[k]``.
             remember: ``bool[N]``: copies whose weights are snapshot first.
 
         Returns:
-            ``float64[N, len(keys)]``: the epoch's logs, one row per copy.
+            ``float64[k, len(keys)]``: the epoch's logs, one row per computed copy.
         """
         import tensorflow as tf
 
-        trainable = [v.read_value() for v in self._trainable]
-        non_trainable = [v.read_value() for v in self._non_trainable]
-        optimizer = [v.read_value() for v in self._optimizer_state]
-        for best, current in zip(self._best, trainable + non_trainable, strict=True):
-            best.assign(_select(remember, current, best.read_value()))
+        stacked = (self._trainable, self._non_trainable, self._optimizer_state)
+        for best, variable in zip(self._best, self._trainable + self._non_trainable, strict=True):
+            best.assign(_select(remember, variable.read_value(), best.read_value()))
+        before = [[tf.gather(v, indices) for v in variables] for variables in stacked]
+        trainable, non_trainable, optimizer = (list(values) for values in before)
         optimizer[self._lr_index] = tf.cast(learning_rates, optimizer[self._lr_index].dtype)
-        x = self._train[0]
-        rows = int(x.shape[0])
+        rows, k = int(self._train[0].shape[0]), int(indices.shape[0])
         if self.shuffle:
             # As FastEpochRunner: the ranks of full-range random integers seeded (seed, epoch).
             order = tf.stack(
@@ -335,17 +340,15 @@ class BatchedEpochRunner:
                             [rows], seeds[i], minval=None, maxval=None, dtype=tf.int64
                         )
                     )
-                    for i in range(self.copies)
+                    for i in range(k)
                 ]
             )
         else:
-            order = tf.tile(tf.range(rows)[None], [self.copies, 1])
-        *new, logs = self._xla_epoch(trainable, non_trainable, optimizer, order)
-        for variables, values in zip(
-            (self._trainable, self._non_trainable, self._optimizer_state), new, strict=True
-        ):
-            for variable, value in zip(variables, values, strict=True):
-                variable.assign(_select(active, value, variable.read_value()))
+            order = tf.tile(tf.range(rows)[None], [k, 1])
+        *after, logs = self._xla_epoch(trainable, non_trainable, optimizer, order)
+        for variables, old, new in zip(stacked, before, after, strict=True):
+            for variable, old_value, new_value in zip(variables, old, new, strict=True):
+                variable.scatter_nd_update(indices[:, None], _select(train, new_value, old_value))
         return logs
 
     def _load_graph(self, index: Any, learning_rate: Any) -> None:
@@ -399,20 +402,41 @@ class BatchedEpochRunner:
     def run_epochs(self, active: np.ndarray | None = None) -> np.ndarray:
         """Train one epoch of the ``active`` copies (default: all) in one call.
 
+        When only a few copies train (at most ``copies // FEW``), each gets a call of its
+        own, of one copy.
+
         Returns ``float64[N, len(keys)]``, the epoch's logs per copy (NaN/inf as they
         come); rows of inactive copies are meaningless.
         """
-        import tensorflow as tf
-
         self._check_open()
         active = np.ones(self.copies, bool) if active is None else np.asarray(active, bool)
-        seeds = np.stack([self._seeds, self.epochs], axis=1)
+        if 0 < active.sum() <= max(self.copies // FEW, 1) < self.copies:
+            # a few copies (new episodes' first epochs): a call of one copy each is cheaper
+            rows = {i: self._call([i], [True])[0] for i in np.flatnonzero(active)}
+            if self._logs.shape != (self.copies, len(self.keys)):
+                self._logs = np.full((self.copies, len(self.keys)), np.nan)
+            for index, row in rows.items():
+                self._logs[index] = row
+        else:
+            self._logs = self._call(np.arange(self.copies), active)
+        self.epochs[active] += 1
+        return self._logs
+
+    def _call(self, indices: Any, train: Any) -> np.ndarray:
+        """One epoch call for copies ``indices`` (see :meth:`_epoch_call`); their logs."""
+        import tensorflow as tf
+
+        indices = np.asarray(indices, np.int32)
+        seeds = np.stack([self._seeds[indices], self.epochs[indices]], axis=1)
         arguments = (
+            tf.constant(indices),
+            tf.constant(np.asarray(train, bool)),
             tf.constant(seeds, tf.int64),
-            tf.constant(self.learning_rates),
-            tf.constant(active),
+            tf.constant(self.learning_rates[indices]),
             tf.constant(self._remember),
         )
+        self._remembered |= self._remember  # the snapshots are taken first in the call
+        self._remember[:] = False
         try:
             logs = self._epoch_function(*arguments).numpy()
         except (tf.errors.UnimplementedError, tf.errors.InvalidArgumentError) as exc:
@@ -421,16 +445,12 @@ class BatchedEpochRunner:
             warnings.warn(
                 f"task {self.task.name!r}: XLA cannot compile its batched epoch "
                 f"({type(exc).__name__}); it runs uncompiled, several times slower",
-                stacklevel=2,
+                stacklevel=3,
             )
             self.jit_compile = False
             self._make_epoch_function()
             logs = self._epoch_function(*arguments).numpy()
         self._compiled = True
-        self._remembered |= self._remember
-        self._remember[:] = False
-        self.epochs[active] += 1
-        self._logs = logs
         return logs
 
     def logs(self, index: int) -> Logs:

@@ -91,8 +91,18 @@ def test_auto_reset_after_stop_and_after_the_budget() -> None:
         assert venv.reset_infos[1]["epoch"] == 1
         copy = venv.get_attr("copy_runner", [1])[0]
         assert copy.epoch == 1
+        new_episode = venv.reset_infos[1]["logs"]  # trained in a call of copy 1 alone
     finally:
         venv.close()
+    single = KerasTrainingEnv(tasks=[SHORT])
+    try:
+        single.reset(seed=3 + 1)
+        for _ in range(SHORT.epochs - 1):
+            single.step(KEEP)
+        _, info = single.reset()
+    finally:
+        single.close()
+    assert new_episode == pytest.approx(info["logs"], rel=1e-4, abs=1e-6)
 
 
 def test_copies_move_to_the_next_task_truncated() -> None:
