@@ -32,6 +32,7 @@ from typing import Any
 
 from fitpilot.envs import load_tasks
 from fitpilot.experiments.settings import (
+    MAX_EXTENSION_DECADES,
     ORACLE,
     RunKey,
     RunOrder,
@@ -42,8 +43,6 @@ from fitpilot.experiments.settings import (
 from fitpilot.runtime import configure, default_threads
 
 GRID_POINTS = 7
-#: The grid may grow by at most this many decades on each side.
-EXTRA_DECADES = 2.0
 DEFAULT_OUT = Path(__file__).resolve().parent / "tuned_rates.json"
 
 
@@ -68,7 +67,7 @@ def extension(scores: Mapping[float, float]) -> float | None:
 
     ``scores`` maps every factor tried so far to its mean best validation loss. The
     extension continues the base grid's log step, one point at a time, at most
-    :data:`EXTRA_DECADES` beyond its edge.
+    :data:`~fitpilot.experiments.settings.MAX_EXTENSION_DECADES` beyond its edge.
     """
     base = oracle_factors(GRID_POINTS)
     winner = best_factor(scores)
@@ -125,8 +124,8 @@ def _means(per_seed: Mapping[float, Sequence[float]]) -> dict[float, float]:
 def tune(suites: Sequence[str], seeds: int, jobs: int, out: Path) -> dict[str, Any]:
     """Tune every task of ``suites`` not yet in ``out``; write ``out`` after each task."""
     results: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
-    results.setdefault("settings", {"grid_points": GRID_POINTS, "seeds": seeds,
-                                    "extra_decades": EXTRA_DECADES, "choice": "best val_loss"})
+    settings = {"grid_points": GRID_POINTS, "seeds": seeds, "choice": "best val_loss"}
+    results.setdefault("settings", {**settings, "extra_decades": MAX_EXTENSION_DECADES})
     tasks = results.setdefault("tasks", {})
     todo = [(suite, t.name) for suite in suites for t in load_tasks(suite) if t.name not in tasks]
     todo = list(dict.fromkeys(todo))

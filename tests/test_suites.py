@@ -16,6 +16,8 @@ from fitpilot.envs.env import TUNED_SPREAD, KerasTrainingEnv
 from fitpilot.envs.runner import make_runner
 from fitpilot.envs.suites import SUITES, TUNED_LEARNING_RATES, train_v2_extra
 from fitpilot.envs.tasks import TaskError, TrainingTask
+from fitpilot.experiments.settings import oracle_factors
+from fitpilot.experiments.tune_suite import best_factor, extension
 from tests.test_tasks import layer_types
 
 
@@ -148,3 +150,25 @@ def test_env_settings_pass_the_distribution_to_the_env() -> None:
         build_config({"env": {"lr_distribution": "tunned"}})
     with pytest.raises(TrainError, match=r"env.tuned_fraction must be in \[0, 1\]"):
         build_config({"env": {"tuned_fraction": 1.5}})
+
+
+# --- the tuning grid (experiments/tune_suite.py) ---------------------------------------------
+
+
+def test_tuning_grid_extends_at_an_edge_by_its_step_for_two_decades() -> None:
+    for sign, expected in ((1, [0.002154, 0.0004642, 0.0001]), (-1, [464.2, 2154.0, 10000.0])):
+        scores = {f: sign * f for f in oracle_factors(7)}  # the winner is always the edge
+        added = []
+        while (factor := extension(scores)) is not None:
+            added.append(factor)
+            scores[factor] = sign * factor
+        assert added == expected
+    inside = {f: abs(math.log(f / 4.642)) for f in oracle_factors(7)}
+    assert extension(inside) is None and best_factor(inside) == 4.642
+
+
+def test_tuning_grid_ties_and_divergence() -> None:
+    assert best_factor({0.2154: 1.0, 21.54: 1.0, 100.0: 2.0}) == 0.2154  # the nearer to x1
+    assert best_factor({0.01: math.nan, 1.0: math.inf}) == 1.0  # all diverged: the default
+    assert extension({f: math.inf for f in oracle_factors(7)}) is None
+    assert best_factor({0.01: 0.5, 1.0: math.inf, 100.0: math.nan}) == 0.01
