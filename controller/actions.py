@@ -3,6 +3,11 @@
 The default is discrete: multiply the learning rate by one of a few factors
 (lower, keep, raise), or stop. A continuous scheme is available as an option.
 Both are versioned and serialised into the controller bundle.
+
+Version 2 adds a rollback action to the discrete scheme (:meth:`DiscreteActions.v2`:
+x1/2, x1, x1.5, x2, stop, rollback): put back the best epoch's weights and optimizer
+state, then set the rate to the best epoch's times ``rollback_factor``. A scheme
+without rollback is version 1 and serialises exactly as before.
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ from fitpilot.errors import FitpilotError
 if TYPE_CHECKING:
     import gymnasium
 
-ACTIONS_VERSION = 1
+#: The newest action-scheme version (a scheme without rollback still writes version 1).
+ACTIONS_VERSION = 2
+ACTIONS_VERSIONS = (1, 2)
 
 
 class ActionError(FitpilotError):
@@ -28,31 +35,47 @@ class ActionError(FitpilotError):
 
 @dataclass(frozen=True)
 class Decision:
-    """What one policy output means: stop, or multiply the learning rate by ``factor``."""
+    """What one policy output means: stop, or multiply the learning rate by ``factor``.
+
+    With ``rollback``, first put back the best epoch's weights and optimizer state; the
+    factor then applies to the best epoch's learning rate (:func:`rollback_learning_rate`).
+    """
 
     stop: bool
     factor: float = 1.0
     name: str = ""
+    rollback: bool = False
 
 
 @dataclass(frozen=True)
 class DiscreteActions:
-    """Action ``i < len(factors)`` multiplies the lr by ``factors[i]``; the last action stops.
+    """Action ``i < len(factors)`` multiplies the lr by ``factors[i]``; the next one stops.
 
     With the default factors the actions are ``lower`` (x1/3), ``keep``,
-    ``raise`` (x3) and ``stop``.
+    ``raise`` (x3) and ``stop``. With ``rollback`` a last action, ``rollback``, puts
+    back the best epoch's weights and optimizer state and sets the rate to the best
+    epoch's times ``rollback_factor`` (version 2; :meth:`v2` is its default set).
     """
 
     factors: tuple[float, ...] = (1 / 3, 1.0, 3.0)
     kind: str = "discrete"
+    rollback: bool = False
+    rollback_factor: float = 0.5
 
     def __post_init__(self) -> None:
         if not self.factors or any(f <= 0 for f in self.factors):
             raise ActionError(f"learning-rate factors must be positive, got {self.factors}")
+        if not (math.isfinite(self.rollback_factor) and self.rollback_factor > 0):
+            raise ActionError(f"`rollback_factor` must be positive, got {self.rollback_factor}")
+
+    @classmethod
+    def v2(cls) -> DiscreteActions:
+        """The version-2 set: x1/2, x1, x1.5, x2, stop, rollback (then x1/2)."""
+        return cls(factors=(0.5, 1.0, 1.5, 2.0), rollback=True, rollback_factor=0.5)
 
     @property
     def n(self) -> int:
-        return len(self.factors) + 1
+        return len(self.factors) + 1 + int(self.rollback)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -60,7 +83,7 @@ class DiscreteActions:
         default = {(1 / 3, 1.0, 3.0): ("lower", "keep", "raise")}
         return default.get(tuple(self.factors), tuple(f"lr x{f:.3g}" for f in self.factors)) + (
             "stop",
-        )
+        ) + (("rollback",) if self.rollback else ())
 
     def space(self) -> gymnasium.spaces.Discrete:
         import gymnasium
@@ -71,12 +94,18 @@ class DiscreteActions:
         index = int(np.asarray(action).reshape(-1)[0])
         if not 0 <= index < self.n:
             raise ActionError(f"action {index} is outside 0..{self.n - 1}")
-        if index == self.n - 1:
+        if index == len(self.factors):
             return Decision(stop=True, name="stop")
+        if index > len(self.factors):
+            return Decision(stop=False, factor=self.rollback_factor, name="rollback",
+                            rollback=True)
         return Decision(stop=False, factor=float(self.factors[index]), name=self.names[index])
 
     def to_dict(self) -> dict[str, Any]:
-        return {"version": ACTIONS_VERSION, "kind": self.kind, "factors": list(self.factors)}
+        if not self.rollback:  # version 1, as it always was
+            return {"version": 1, "kind": self.kind, "factors": list(self.factors)}
+        return {"version": 2, "kind": self.kind, "factors": list(self.factors),
+                "rollback": True, "rollback_factor": self.rollback_factor}
 
 
 @dataclass(frozen=True)
@@ -105,7 +134,7 @@ class ContinuousActions:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "version": ACTIONS_VERSION,
+            "version": 1,
             "kind": self.kind,
             "max_log10_factor": self.max_log10_factor,
         }
@@ -115,14 +144,27 @@ ActionScheme = DiscreteActions | ContinuousActions
 
 
 def action_scheme_from_dict(data: Mapping[str, Any]) -> ActionScheme:
-    """Rebuild an action scheme from :meth:`to_dict` output; refuse other versions."""
-    if data.get("version") != ACTIONS_VERSION:
+    """Rebuild an action scheme from :meth:`to_dict` output; refuse other versions.
+
+    Version 1 has no rollback; version 2 reads ``rollback`` and ``rollback_factor``
+    (defaults ``False`` and 0.5), so a version-1 dict read as version 2 is the same scheme.
+    """
+    version = data.get("version")
+    if version not in ACTIONS_VERSIONS or isinstance(version, bool):
         raise ActionError(
-            f"action scheme version {data.get('version')!r} is not supported (this fitpilot "
-            f"reads version {ACTIONS_VERSION}); retrain or use the fitpilot that made it"
+            f"action scheme version {version!r} is not supported (this fitpilot "
+            f"reads versions {', '.join(map(str, ACTIONS_VERSIONS))}); retrain or use the "
+            f"fitpilot that made it"
         )
     if data.get("kind") == "discrete":
-        return DiscreteActions(factors=tuple(float(f) for f in data["factors"]))
+        factors = tuple(float(f) for f in data["factors"])
+        if version == 1:
+            return DiscreteActions(factors=factors)
+        rollback = data.get("rollback", False)
+        if not isinstance(rollback, bool):
+            raise ActionError(f"action scheme setting rollback={rollback!r} must be true or false")
+        return DiscreteActions(factors=factors, rollback=rollback,
+                               rollback_factor=float(data.get("rollback_factor", 0.5)))
     if data.get("kind") == "continuous":
         return ContinuousActions(max_log10_factor=float(data["max_log10_factor"]))
     raise ActionError(f"unknown action scheme kind {data.get('kind')!r}")
@@ -170,6 +212,16 @@ def next_learning_rate(
     if decision.stop:
         return lr
     return clamp_learning_rate(lr * decision.factor, min_lr, max_lr)
+
+
+def rollback_learning_rate(
+    best_lr: float, decision: Decision, min_lr: float = 0.0, max_lr: float = math.inf
+) -> float:
+    """The rate after a rollback: the best epoch's ``best_lr`` times ``decision.factor``, clamped.
+
+    The environment and the callback share it.
+    """
+    return clamp_learning_rate(best_lr * decision.factor, min_lr, max_lr)
 
 
 def clamp_learning_rate(lr: float, min_lr: float = 0.0, max_lr: float = math.inf) -> float:

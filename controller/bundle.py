@@ -54,7 +54,7 @@ class Bundle:
         for name, array in self.arrays().items():
             if not np.isfinite(array).all():
                 raise BundleError(f"the bundle's {name} holds NaN or inf values; {fix}")
-        inputs = Featurizer.size * self.frame_stack
+        inputs = self.featurizer.size * self.frame_stack
         size, source = inputs, "its featurizer and frame stack give"
         layers = [*self.policy.hidden, self.policy.head]
         for i, (weight, bias) in enumerate(layers):

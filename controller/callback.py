@@ -40,6 +40,7 @@ from fitpilot.controller.actions import (
     get_learning_rate,
     is_divergent,
     next_learning_rate,
+    rollback_learning_rate,
     set_learning_rate,
 )
 from fitpilot.controller.bundle import Bundle, BundleError, load_bundle
@@ -219,10 +220,18 @@ class LearnedController(keras.callbacks.Callback):
                 f"it was trained for, use validation_freq=1.",
                 stacklevel=2,
             )
-        self.featurizer.reset(budget=max(1, self._budget // self._validation_freq))
+        # Featurizer v2 reads the trainable weights; v1 gets None and reads none.
+        self._trainable = self.model.trainable_variables if self.featurizer.config.uses_weights \
+            else None
+        self.featurizer.reset(budget=max(1, self._budget // self._validation_freq),
+                              weights=self._trainable)
         self.pipeline.reset()
         self.decisions = []
         self.best, self.best_epoch, self.best_weights = None, 0, None
+        # A rollback scheme (actions v2) also keeps the best epoch's optimizer state and rate.
+        self._rollback = getattr(self.bundle.actions, "rollback", False)
+        self._best_optimizer: list[Any] | None = None
+        self._best_lr = math.nan
         self.stopped_epoch = 0
         self._better: Any = None  # set at the first epoch with `monitor`, once metrics are built
         self._fill_val = self._has_validation is False
@@ -249,11 +258,14 @@ class LearnedController(keras.callbacks.Callback):
             self._record(epoch, logs, None, lr, "end" if last else "wait", lr, NO_DECISION,
                          stopped=False)
             return
-        obs = self.featurizer.observe(observed, lr)
+        obs = self.featurizer.observe(observed, lr, self._trainable)
         if self.best is None or self._better(value, self.best):
             self.best, self.best_epoch = value, epoch + 1
             # Kept even without restore_best_weights, for a NaN.
             self.best_weights = _copy_values(self._weights)
+            if self._rollback:
+                self._best_optimizer = _copy_values(_optimizer_state(self.model.optimizer))
+                self._best_lr = lr
 
         if last:
             self._record(epoch, logs, value, lr, "end", lr, NO_DECISION, stopped=False)
@@ -265,7 +277,11 @@ class LearnedController(keras.callbacks.Callback):
             self.stopped_epoch = epoch + 1
             new_lr = lr
         else:
-            new_lr = next_learning_rate(lr, decision, self.min_lr, self.max_lr)
+            if decision.rollback:
+                self._roll_back()
+                new_lr = rollback_learning_rate(self._best_lr, decision, self.min_lr, self.max_lr)
+            else:
+                new_lr = next_learning_rate(lr, decision, self.min_lr, self.max_lr)
             if new_lr != lr:
                 set_learning_rate(self.model.optimizer, new_lr)
                 new_lr = float(np.float32(new_lr))  # as the optimizer's float32 variable holds it
@@ -392,6 +408,16 @@ class LearnedController(keras.callbacks.Callback):
         self.best_weights = None  # restored once; on_train_end has nothing to add
         self._record(epoch, logs, value, lr, "diverged", lr, NO_DECISION, stopped=True)
 
+    def _roll_back(self) -> None:
+        """Put back the best epoch's weights and optimizer state (the rollback action)."""
+        assert self.best_weights is not None and self._best_optimizer is not None
+        for variable, value in zip(self._weights, self.best_weights, strict=True):
+            variable.assign(value)
+        state = _optimizer_state(self.model.optimizer)
+        for variable, value in zip(state, self._best_optimizer, strict=True):
+            variable.assign(value)
+        self.featurizer.rebase_weights(self._trainable or [])
+
     def _restore(self, weights: list[Any], source: str) -> None:
         if self.verbose > 0:
             _print(f"LearnedController: restoring model weights from {source}.")
@@ -479,6 +505,12 @@ def _fit_arguments() -> dict[str, Any]:
             names = ("callbacks", "validation_freq", "validation_data")
             return {name: frame.f_locals[name] for name in names if name in frame.f_locals}
     return {}
+
+
+def _optimizer_state(optimizer: Any) -> list[Any]:
+    """The optimizer's variables but its learning rate (iterations, moments...)."""
+    rate = optimizer.learning_rate
+    return [v for v in optimizer.variables if v is not rate]
 
 
 def _copy_values(variables: list[Any]) -> list[Any]:

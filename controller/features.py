@@ -8,20 +8,28 @@ controller bundle; a bundle of another featurizer version is refused.
 Every feature is scale-free (log ratios, fractions, counts relative to the
 budget), so a loss of 1e-4 or of 300, a budget of 10 or of 500 epochs look
 alike to the policy.
+
+Version 2 adds three weight-dynamics features (:mod:`fitpilot.controller.weight_signals`)
+after the version-1 ones, which it leaves as they are: :meth:`Featurizer.observe` then
+needs the model's trainable weights alongside the logs.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
+from fitpilot.controller.weight_signals import SAMPLE_SEED, SAMPLE_SIZE, WeightSignals
 from fitpilot.errors import FitpilotError
 
+#: The default featurizer version (what ``FeaturizerConfig()`` builds).
 FEATURIZER_VERSION = 1
+#: The versions this fitpilot reads.
+FEATURIZER_VERSIONS = (1, 2)
 
 FEATURE_NAMES: tuple[str, ...] = (
     "progress",  # epochs run / epoch budget, in (0, 1]
@@ -40,6 +48,14 @@ FEATURE_NAMES: tuple[str, ...] = (
     "log10_lr_change",  # log10(lr_t / lr_{t-1}): what the last decision did
     "nonfinite",  # 1 if this epoch's train or val loss is NaN, inf or missing
 )
+#: Version 2: FEATURE_NAMES, then these (weight_signals.WeightSignalValues; 0 when undefined).
+WEIGHT_FEATURE_NAMES: tuple[str, ...] = (
+    "weight_update_cosine",  # cosine of the last two epochs' weight updates, in [-1, 1]
+    "log10_update_ratio",  # log10(|w_t - w_{t-1}| / |w_t|), clipped
+    "log10_distance_from_init",  # log10(|w_t - w_0| / |w_0|), clipped
+)
+# Settings only version 2 has (left out of a version-1 config's dict, which stays as it was).
+_V2_SETTINGS = ("weight_sample", "weight_seed")
 
 
 class FeaturizerError(FitpilotError):
@@ -55,9 +71,30 @@ class FeaturizerConfig:
     val_key: str = "val_loss"
     window: int = 3
     clip: float = 5.0
+    weight_sample: int = SAMPLE_SIZE  # version 2: coordinates sampled for the weight signals
+    weight_seed: int = SAMPLE_SEED  # version 2: the seed of that sample
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        """The names of the observation's features, in order."""
+        return FEATURE_NAMES + (WEIGHT_FEATURE_NAMES if self.version >= 2 else ())
+
+    @property
+    def size(self) -> int:
+        """The observation's length."""
+        return len(self.feature_names)
+
+    @property
+    def uses_weights(self) -> bool:
+        """Whether :meth:`Featurizer.observe` needs the model's weights (version 2)."""
+        return self.version >= 2
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if self.version < 2:
+            for name in _V2_SETTINGS:
+                del data[name]
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> FeaturizerConfig:
@@ -68,13 +105,15 @@ class FeaturizerConfig:
                 f"(this fitpilot reads version {FEATURIZER_VERSION}); the bundle was edited or "
                 f"damaged: re-export the controller"
             )
-        if version != FEATURIZER_VERSION:
+        if version not in FEATURIZER_VERSIONS:
             raise FeaturizerError(
                 f"featurizer version {version} is not supported by this fitpilot "
-                f"(it reads version {FEATURIZER_VERSION}); retrain the controller with this "
-                f"version or install the fitpilot version that made it"
+                f"(it reads versions {', '.join(map(str, FEATURIZER_VERSIONS))}); retrain the "
+                f"controller with this version or install the fitpilot version that made it"
             )
         fields = cls.__dataclass_fields__
+        if version < 2:
+            fields = {k: v for k, v in fields.items() if k not in _V2_SETTINGS}
         unknown = set(data) - set(fields)
         if unknown:
             known = sorted(set(fields) - {"version"})
@@ -93,22 +132,43 @@ class FeaturizerConfig:
 
 
 class Featurizer:
-    """Turns the history of epoch logs into observations of shape ``(len(FEATURE_NAMES),)``.
+    """Turns the history of epoch logs into observations of shape ``(config.size,)``.
 
     Call :meth:`reset` at the start of a run, then :meth:`observe` once per
     finished epoch with that epoch's logs and the learning rate it ran with.
     Missing keys, NaN and inf never produce a non-finite feature.
+
+    Version 2 (``config.uses_weights``) also takes the model's trainable weights (the
+    same variables every call): at :meth:`reset` (the weights the run starts from), at
+    each :meth:`observe`, and at :meth:`rebase_weights` after weights were put back.
     """
 
+    # Version 1's; an instance has its config's (``config.feature_names``, ``config.size``).
     feature_names = FEATURE_NAMES
     size = len(FEATURE_NAMES)
 
     def __init__(self, config: FeaturizerConfig | None = None) -> None:
         self.config = config or FeaturizerConfig()
+        self.feature_names = self.config.feature_names
+        self.size = self.config.size
+        self.weight_signals = (
+            WeightSignals(self.config.weight_sample, self.config.weight_seed)
+            if self.config.uses_weights
+            else None
+        )
         self.reset(budget=1)
 
-    def reset(self, budget: int) -> None:
-        """Start a new run with an epoch budget of ``budget`` epochs (>= 1)."""
+    def reset(self, budget: int, weights: Sequence[Any] | None = None) -> None:
+        """Start a new run with an epoch budget of ``budget`` epochs (>= 1).
+
+        ``weights``: version 2, the trainable weights the run starts from (without them
+        the first :meth:`observe` takes its weights as the start); version 1 ignores them.
+        """
+        if self.weight_signals is not None:
+            if weights is None:
+                self.weight_signals.reset()
+            else:
+                self.weight_signals.start(weights)
         self.budget = max(1, int(budget))
         self.epochs = 0
         self._val: list[float] = []  # log of the last finite val loss, per epoch
@@ -117,14 +177,31 @@ class Featurizer:
         self._best_log_val = math.inf
         self._best_epoch = 0
 
-    def observe(self, logs: Mapping[str, Any], learning_rate: float) -> np.ndarray:
+    def rebase_weights(self, weights: Sequence[Any]) -> None:
+        """The model's weights were put back to ``weights`` (a rollback); version 1: no-op."""
+        if self.weight_signals is not None:
+            self.weight_signals.rebase(weights)
+
+    def observe(
+        self, logs: Mapping[str, Any], learning_rate: float, weights: Sequence[Any] | None = None
+    ) -> np.ndarray:
         """Record one finished epoch and return the observation, float32, all finite.
 
         Args:
             logs: the epoch logs (``loss``, ``val_loss``, ...); values may be NaN or missing.
             learning_rate: the learning rate the epoch was trained with (> 0).
+            weights: the model's trainable weights after the epoch; version 2 needs them,
+                version 1 ignores them.
         """
         cfg = self.config
+        signals = None
+        if self.weight_signals is not None:
+            if weights is None:
+                raise FeaturizerError(
+                    f"featurizer version {cfg.version} reads the model's weights: pass "
+                    f"`weights` (model.trainable_variables) to observe"
+                )
+            signals = self.weight_signals.update(weights)
         self.epochs += 1
         val, val_ok = self._log_value(logs.get(cfg.val_key), self._val)
         train, train_ok = self._log_value(logs.get(cfg.train_key), self._train)
@@ -154,6 +231,13 @@ class Featurizer:
             self._log_lr[-1] - self._log_lr[-2] if len(self._log_lr) > 1 else 0.0,
             0.0 if (val_ok and train_ok) else 1.0,
         )
+        if signals is not None:
+            with np.errstate(divide="ignore"):  # log10(0) = -inf, clipped below
+                features += (
+                    signals.cosine,
+                    float(np.log10(signals.update_ratio)),
+                    float(np.log10(signals.distance)),
+                )
         obs = np.asarray(features, dtype=np.float32)
         return np.clip(np.nan_to_num(obs, nan=0.0, posinf=cfg.clip, neginf=-cfg.clip),
                        -cfg.clip, cfg.clip)

@@ -30,6 +30,7 @@ from fitpilot.controller.actions import (
     clamp_learning_rate,
     is_divergent,
     next_learning_rate,
+    rollback_learning_rate,
 )
 from fitpilot.controller.features import Featurizer, FeaturizerConfig
 from fitpilot.envs import (
@@ -117,7 +118,7 @@ class KerasTrainingEnv(gymnasium.Env):
         self.action_space = self.actions.space()
         clip = self.featurizer.config.clip
         self.observation_space = gymnasium.spaces.Box(
-            -clip, clip, shape=(Featurizer.size,), dtype=np.float32
+            -clip, clip, shape=(self.featurizer.size,), dtype=np.float32
         )
         self._runners: dict[str, EpochRunner] = {}
         self.runner: EpochRunner | None = None
@@ -159,8 +160,10 @@ class KerasTrainingEnv(gymnasium.Env):
             lr = self.sample_learning_rate(self.task)
         lr = clamp_learning_rate(lr, self.min_lr, self.max_lr)
         self.runner = self._runner_for(self.task)
+        if getattr(self.actions, "rollback", False):  # actions v2: snapshots with optimizer state
+            self._runner_feature("track_optimizer_state", "the rollback action")()
         self.runner.reset(seed=int(self.np_random.integers(2**31 - 1)), learning_rate=lr)
-        self.featurizer.reset(budget=self.task.epochs)
+        self.featurizer.reset(budget=self.task.epochs, weights=self._weights())
         self.initial_learning_rate = lr
         self.best = math.inf
         self.best_epoch = 0
@@ -205,7 +208,12 @@ class KerasTrainingEnv(gymnasium.Env):
             self._needs_reset = True
             return self._last_obs, 0.0, True, False, self._info(final=True)
         previous = self.runner.learning_rate
-        lr = next_learning_rate(previous, decision, self.min_lr, self.max_lr)
+        if decision.rollback:  # the best epoch's weights, optimizer state and rate
+            self.runner.restore_weights()
+            self.featurizer.rebase_weights(self._weights() or [])
+            lr = rollback_learning_rate(self._best_lr, decision, self.min_lr, self.max_lr)
+        else:
+            lr = next_learning_rate(previous, decision, self.min_lr, self.max_lr)
         if lr != previous:
             self.runner.learning_rate = lr
         self._epoch_lr = lr
@@ -244,7 +252,7 @@ class KerasTrainingEnv(gymnasium.Env):
         """Observation, reward, termination and info after an epoch with ``logs``."""
         assert self.runner is not None and self.task is not None
         self.logs = logs
-        self._last_obs = self.featurizer.observe(self.logs, self._epoch_lr)
+        self._last_obs = self.featurizer.observe(self.logs, self._epoch_lr, self._weights())
         value = self.logs.get(self.monitor, math.nan)
         if is_divergent(self.logs, ("loss", self.monitor)):
             self._done = True
@@ -256,6 +264,7 @@ class KerasTrainingEnv(gymnasium.Env):
             if math.isfinite(self.best):
                 reward += math.log(self.best) - math.log(max(value, 1e-12))
             self.best, self.best_epoch = value, self.runner.epoch
+            self._best_lr = self._epoch_lr
             self.runner.remember_weights()
         terminated = self.runner.epoch >= self.task.epochs
         self._done = terminated
@@ -324,6 +333,21 @@ class KerasTrainingEnv(gymnasium.Env):
         raise TaskError(
             f"reset option `task` must be a task name or index, got {choice!r}; tasks are {names}"
         )
+
+    def _weights(self) -> list[Any] | None:
+        """The model's trainable variables if the featurizer reads them (version 2), else None."""
+        if not self.featurizer.config.uses_weights:
+            return None
+        return self._runner_feature("model", "featurizer version 2").trainable_variables
+
+    def _runner_feature(self, name: str, needed_by: str) -> Any:
+        """The runner's attribute ``name``, or an EnvError saying ``needed_by`` needs it."""
+        if not hasattr(self.runner, name):
+            raise EnvError(
+                f"{needed_by} needs a runner with `{name}`, which {type(self.runner).__name__} "
+                f"lacks; use the single-run runners (FastEpochRunner, FitEpochRunner)"
+            )
+        return getattr(self.runner, name)
 
     def _runner_for(self, task: TrainingTask) -> EpochRunner:
         if task.name not in self._runners:

@@ -9,7 +9,7 @@ import pytest
 
 from fitpilot.controller.features import (
     FEATURE_NAMES,
-    FEATURIZER_VERSION,
+    FEATURIZER_VERSIONS,
     Featurizer,
     FeaturizerConfig,
     FeaturizerError,
@@ -82,6 +82,6 @@ def test_config_round_trip_and_version_refusal() -> None:
     config = FeaturizerConfig(window=4)
     assert FeaturizerConfig.from_dict(config.to_dict()) == config
     with pytest.raises(FeaturizerError, match="version"):
-        FeaturizerConfig.from_dict({**config.to_dict(), "version": FEATURIZER_VERSION + 1})
+        FeaturizerConfig.from_dict({**config.to_dict(), "version": max(FEATURIZER_VERSIONS) + 1})
     with pytest.raises(FeaturizerError, match="unknown featurizer settings"):
         FeaturizerConfig.from_dict({**config.to_dict(), "colour": "blue"})
