@@ -21,10 +21,7 @@ import typer
 from typer.models import ArgumentInfo, OptionInfo
 from typer.utils import get_params_from_function
 
-from fitpilot.envs.loading import check_spec, resolve_tasks
-from fitpilot.envs.tasks import TrainingTask
 from fitpilot.errors import FitpilotError
-from fitpilot.runtime import configure
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -124,20 +121,3 @@ def check_writable(folder: Path, option: str) -> None:
             f"can write to"
         ) from None
 
-
-def checked_tasks(
-    suite: str | None, tasks: str | None, default: str, threads: int | None = None
-) -> list[TrainingTask]:
-    """The tasks of ``--suite`` / ``--tasks`` (else the suite ``default``), checked first.
-
-    As ``fitpilot tasks`` does: an import path's typo is found before TensorFlow
-    loads; then TensorFlow is configured with ``threads`` (``None``: the default;
-    no effect once configured) and each task's model is built and run on two rows
-    of its data, so a model that does not fit its data is one line, before a
-    command writes anything. Built-in suites are trusted.
-    """
-    spec = tasks or suite or default
-    check_spec(spec)
-    if ":" in spec:
-        configure(threads)
-    return resolve_tasks(suite, tasks, default, check=True)

@@ -6,7 +6,10 @@ from typing import Annotated
 
 import typer
 
-from fitpilot.commands import checked_tasks, user_errors
+from fitpilot.commands import user_errors
+from fitpilot.envs.loading import check_spec, resolve_tasks
+from fitpilot.envs.tasks import TrainingTask
+from fitpilot.runtime import configure
 
 SUITE_HELP = "Built-in suite: train or holdout."
 TASKS_HELP = "Import path package.module:NAME of a TrainingTask or a list of them."
@@ -26,7 +29,7 @@ def tasks(
     Tasks from an import path are checked first (their model is built and run
     on two rows), so a task that does not fit its data fails here, not mid-run.
     """
-    for task in checked_tasks(suite, tasks, default="train"):
+    for task in _checked_tasks(suite, tasks):
         data = task.data()
         sizes = f"{len(data.train)}/{len(data.validation)}/{len(data.test)}"
         typer.echo(
@@ -34,3 +37,18 @@ def tasks(
             f"epochs {task.epochs:<3} batch {task.batch_size:<3} "
             f"{task.optimizer_name:<7} lr {task.learning_rate:g}"
         )
+
+
+def _checked_tasks(suite: str | None, tasks: str | None) -> list[TrainingTask]:
+    """The tasks of ``--suite`` / ``--tasks`` (else the train suite), checked first.
+
+    An import path's typo is found before TensorFlow loads; then TensorFlow is
+    configured and each task's model is built and run on two rows of its data.
+    Built-in suites are trusted. (``train`` and ``benchmark`` run the same check
+    in :func:`~fitpilot.agents.train.train` and ``plan_benchmark``.)
+    """
+    spec = tasks or suite or "train"
+    check_spec(spec)
+    if ":" in spec:
+        configure()
+    return resolve_tasks(suite, tasks, check=True)
