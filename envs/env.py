@@ -1,16 +1,9 @@
 """``KerasTrainingEnv``: a gymnasium environment whose steps are Keras epochs.
 
-On ``reset`` it samples a task and a starting learning rate, re-initialises
-the task's cached model and trains the first epoch; each ``step(action)``
-applies the action (change the learning rate, or stop) and trains one more
-epoch. Observations come from the epoch logs through the same
-:class:`~fitpilot.controller.features.Featurizer` the deployed callback uses.
-
-Reward per epoch: the improvement of the best validation loss on a log
-scale, ``log(best_before) - log(best_after)`` (>= 0), minus ``epoch_cost``.
-Over an episode the rewards add up to ``log(best after epoch 1 / best at the
-end) - epoch_cost * (epochs - 1)``: a good model, paid for with epochs.
-A NaN or inf loss ends the episode with ``-divergence_penalty``.
+The class docstring is the environment's spec (spaces, rewards, episode end,
+arguments), in the manner of Gymnasium's classic-control environments; its
+observation and action tables are generated from the featurizer's
+``FEATURE_NAMES`` and the default action scheme.
 """
 
 from __future__ import annotations
@@ -60,6 +53,88 @@ class EnvError(FitpilotError, ValueError):
 class KerasTrainingEnv(gymnasium.Env):
     """Keras training as an MDP: one step is one epoch.
 
+    ## Description
+
+    Each episode trains one :class:`~fitpilot.envs.tasks.TrainingTask` (a model, its
+    data, optimizer and epoch budget) from fresh seeded weights. ``reset`` trains the
+    first epoch; each ``step(action)`` changes the learning rate (or stops) and trains
+    one more epoch. The agent learns when to lower or raise the learning rate and when
+    to stop: the deployed :class:`~fitpilot.controller.callback.LearnedController`
+    sees the same observations and takes the same actions inside a user's ``fit``.
+
+    ## Action Space
+
+    By default (``DiscreteActions``) ``Discrete({n_actions})``: an int, the learning rate
+    of the next epoch being the current one times a factor, clamped to
+    ``[min_lr, max_lr]``; or stop.
+
+{action_table}
+    ``DiscreteActions.v2()`` (actions version 2) has the actions
+
+        {v2_actions}
+
+    where ``rollback`` puts back the best epoch's weights and optimizer state, then sets
+    the best epoch's rate times ``rollback_factor``.
+
+    With ``ContinuousActions``: ``Box(-1, 1, (2,), float32)``; stop if ``a[1] > 0``,
+    else the rate times ``10 ** (a[0] * max_log10_factor)``.
+
+    ``step`` accepts exactly the values of the action space (an ``int`` or numpy
+    integer; a float array of its shape within its bounds); anything else raises
+    :class:`EnvError`.
+
+    ## Observation Space
+
+    ``Box(-clip, clip, (n,), float32)``, ``n`` = {n_features} (featurizer version 1) or
+    {n_features_v2} (version 2, which adds the weight features), ``clip`` = {clip} by
+    default (each feature is clipped to it): features of the epoch logs so far, from
+    :class:`~fitpilot.controller.features.Featurizer` (``FEATURE_NAMES`` and
+    ``WEIGHT_FEATURE_NAMES``, where each is defined). ``val``/``train``: the
+    validation/training loss (the featurizer's ``val_key``/``train_key``); ``log``:
+    natural log of a ratio; ``lr``: learning rate. Every value is finite: a NaN or inf
+    loss sets ``nonfinite``.
+
+{observation_table}
+    ## Rewards
+
+    After each epoch, the improvement of the best ``monitor`` value (validation loss)
+    on a log scale, ``log(best_before) - log(best_after)`` (>= 0), minus
+    ``epoch_cost`` for every epoch after the first; 0 for the first epoch (``reset``)
+    and for ``stop``. Over an episode the rewards add up to ``log(best after epoch 1 /
+    best at the end) - epoch_cost * (epochs - 1)``: a good model, paid for with
+    epochs. A divergence gives ``-divergence_penalty``.
+
+    ## Starting State
+
+    A task drawn uniformly (or ``options["task"]``), fresh weights and data order
+    from the episode seed, and a starting learning rate: the task's default times a
+    factor drawn log-uniformly from ``lr_factor_range`` (see ``lr_distribution``),
+    or ``options["learning_rate"]`` / ``options["lr_factor"]``, clamped to
+    ``[min_lr, max_lr]``.
+
+    ## Episode End
+
+    The episode terminates (never truncates) on ``stop``, when the epoch budget
+    (``task.epochs``) is spent, or on a divergence (``loss`` or ``monitor`` NaN, inf or
+    missing). The terminal step restores the best weights and reports the test
+    split's metrics in ``info["test"]``. If the first epoch diverges, ``reset``'s info
+    has ``diverged_at_reset`` and the next step ends the episode. After the end,
+    ``step`` raises ``gymnasium.error.ResetNeeded`` until ``reset``.
+
+    ## Info
+
+    ``task``, ``epoch``, ``budget``, ``learning_rate``, ``initial_learning_rate``,
+    ``logs`` (the epoch's Keras logs), ``best`` and ``best_epoch`` (of ``monitor``),
+    ``action``, ``diverged``; at the end also ``test``.
+
+    ## Reset Options
+
+    ``task`` (a name or an index into ``tasks``), ``learning_rate`` (absolute) or
+    ``lr_factor`` (times the task's default learning rate); other keys raise
+    :class:`EnvError`.
+
+    ## Arguments
+
     Args:
         tasks: a suite name, an import path ``module:NAME``, or a list of tasks.
         featurizer: featurizer settings (the default is what bundles record).
@@ -75,6 +150,15 @@ class KerasTrainingEnv(gymnasium.Env):
         divergence_penalty: reward (negated) when the loss becomes NaN or inf.
         min_lr, max_lr: absolute clamp of the learning rate.
         monitor: the validation key whose best value the reward follows.
+
+    ## Example
+
+    ::
+
+        import fitpilot, gymnasium
+        env = gymnasium.make("{env_id}", tasks="train")
+        obs, info = env.reset(seed=0, options={"task": "digits_mlp", "lr_factor": 10.0})
+        obs, reward, terminated, truncated, info = env.step(0)  # lower the rate
     """
 
     metadata = {"render_modes": []}
@@ -120,9 +204,18 @@ class KerasTrainingEnv(gymnasium.Env):
         self.observation_space = gymnasium.spaces.Box(
             -clip, clip, shape=(self.featurizer.size,), dtype=np.float32
         )
-        self._runners: dict[str, EpochRunner] = {}
+        self._runners: dict[str, EpochRunner] = {}  # one per task name, built on first use
+        # The episode, set by reset and each epoch:
         self.runner: EpochRunner | None = None
         self.task: TrainingTask | None = None
+        self.initial_learning_rate = math.nan
+        self.logs: Logs = {}  # the last epoch's
+        self.best, self.best_epoch = math.inf, 0  # of the monitor value
+        self.last_action = "start"
+        self._epoch_lr = math.nan  # the rate the next (or last) epoch trains with
+        self._best_lr = math.nan  # the rate of the best epoch
+        self._last_obs = np.zeros(self.observation_space.shape, np.float32)
+        self._done = False  # the last epoch ended the episode (budget or divergence)
         self._needs_reset = False  # a step returned terminated: only reset may follow
 
     # -- gymnasium API -------------------------------------------------------
@@ -378,4 +471,44 @@ def _checked_options(options: Any) -> dict[str, Any]:
             raise EnvError(f"reset option `{key}` must be a positive finite number, got {value!r}")
         checked[key] = float(value)
     return checked
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> str:
+    """A Markdown table with aligned columns, indented for a class docstring."""
+    cells = [header, *[tuple(str(cell) for cell in row) for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    lines = [cells[0], tuple("-" * width for width in widths), *cells[1:]]
+    return "".join(
+        "    | " + " | ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)) + " |\n"
+        for line in lines
+    )
+
+
+def _spec_tables() -> dict[str, Any]:
+    """The generated parts of :class:`KerasTrainingEnv`'s docstring."""
+    actions = DiscreteActions()
+    effects = [f"lr x {factor:.3g}" for factor in actions.factors] + ["end the episode"]
+    v1, v2 = FeaturizerConfig().feature_names, FeaturizerConfig(version=2).feature_names
+    return {
+        "env_id": ENV_ID,
+        "n_actions": actions.n,
+        "action_table": _table(
+            ("Num", "Action", "Effect"),
+            list(zip(range(actions.n), actions.names, effects, strict=True)),
+        ),
+        "v2_actions": ", ".join(
+            f"{i} ``{name}``" for i, name in enumerate(DiscreteActions.v2().names)
+        ),
+        "n_features": len(v1),
+        "n_features_v2": len(v2),
+        "clip": FeaturizerConfig().clip,
+        "observation_table": _table(
+            ("Num", "Observation", "Featurizer version"),
+            [(i, name, 1 if name in v1 else 2) for i, name in enumerate(v2)],
+        ),
+    }
+
+
+for _key, _value in _spec_tables().items():
+    KerasTrainingEnv.__doc__ = KerasTrainingEnv.__doc__.replace(f"{{{_key}}}", str(_value))
 

@@ -250,3 +250,28 @@ def test_recipe_defaults_are_the_env_defaults() -> None:
                  "tuned_fraction", "min_lr", "max_lr"):
         assert getattr(settings, name) == parameters[name].default, name
     assert settings.action_scheme() == DiscreteActions()
+
+
+def test_every_attribute_is_created_in_init() -> None:
+    env = KerasTrainingEnv(tasks=[TASKS[0]])
+    try:
+        created = set(vars(env))
+        env.reset(seed=0)
+        env.step(KEEP)
+        env.step(STOP)
+        later = {name for name in set(vars(env)) - created if not name.startswith("_np_random")}
+        assert later == set()
+    finally:
+        env.close()
+
+
+def test_the_docstring_spec_lists_every_feature_and_action() -> None:
+    doc = KerasTrainingEnv.__doc__
+    for section in ("Action Space", "Observation Space", "Rewards", "Episode End", "Arguments"):
+        assert f"## {section}" in doc
+    rows = [line.split("|")[1:3] for line in doc.splitlines() if line.strip().startswith("| ")]
+    table = {(num.strip(), name.strip()) for num, name in rows}
+    assert {(str(i), name) for i, name in enumerate(Featurizer.feature_names)} <= table
+    assert {(str(i), name) for i, name in enumerate(DiscreteActions().names)} <= table
+    assert f'gymnasium.make("{ENV_ID}"' in doc
+    assert not re.search(r"\{[a-z_]+\}", doc)  # every placeholder filled
