@@ -136,6 +136,16 @@ def lines_data(rows: int = 600, size: int = 10) -> TaskData:
     return _split(images[..., None], labels)
 
 
+def checkerboard_data(rows: int = 800, flip: float = 0.05) -> TaskData:
+    """Points uniform on [-2, 2]^2 labelled by the colour of their unit square (a 4x4
+    checkerboard), ``flip`` of the labels flipped. Inputs ``(rows, 2)``."""
+    rng = np.random.default_rng(DATA_SEED)
+    x = rng.uniform(-2, 2, size=(rows, 2))
+    y = (np.floor(x).sum(axis=1) % 2).astype("int32")
+    flipped = rng.uniform(size=rows) < flip
+    return _split(x, np.where(flipped, 1 - y, y))
+
+
 def sine_sequence_data(rows: int = 600, steps: int = 12) -> TaskData:
     """Noisy sums of two sines of random frequency; predict the next value."""
     rng = np.random.default_rng(DATA_SEED)
@@ -302,7 +312,7 @@ TUNED_LEARNING_RATES: dict[str, float] = {
     "sine_rnn": 0.02154,
     "counting_gru": 0.02154,
     # validation
-    "iris_adamw": 0.02154,
+    "checkerboard_adamw": 0.02154,
     "hastie_dropout_sgdm": 0.01,
     "friedman3_bn_rmsprop": 0.02154,
     "adding_gru": 0.02154,
@@ -503,9 +513,9 @@ def validation_suite() -> list[TrainingTask]:
     """Seven tasks for choosing recipes, on datasets neither ``train_v2`` nor ``holdout`` uses."""
     return _with_tuned_rates([
         TrainingTask(
-            "iris_adamw", build_model=partial(dense_net, (4,), (16, 16), 3),
-            load_data=partial(sklearn_data, "load_iris"), optimizer="adamw",
-            learning_rate=1e-3, batch_size=16, epochs=60, **_CLF,
+            "checkerboard_adamw", build_model=partial(dense_net, (2,), (32, 32), 2),
+            load_data=checkerboard_data, optimizer="adamw", learning_rate=1e-3,
+            batch_size=16, epochs=60, **_CLF,
         ),
         TrainingTask(
             "hastie_dropout_sgdm",
