@@ -23,18 +23,19 @@ unchanged (``begin_step``, one batched :meth:`BatchedEpochRunner.run_epochs`, th
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import keras
 import numpy as np
+import tensorflow as tf
+from keras import StatelessScope
+from keras.src.optimizers.base_optimizer import BaseOptimizer
+from tensorflow.python.ops.parallel_for import pfor
 
 from fitpilot.controller.actions import check_settable_learning_rate
 from fitpilot.envs.env import KerasTrainingEnv
 from fitpilot.envs.runner import EpochRunner, Logs, ModelResetter, RunnerError, _to_tensor
 from fitpilot.envs.tasks import TrainingTask
-
-if TYPE_CHECKING:
-    import keras
-    import tensorflow as tf
 
 # run_epochs trains at most copies // FEW copies with one call each (a call of one copy
 # is compiled once more, and costs ~1/N of a call of all N).
@@ -47,8 +48,6 @@ def _stateless_optimizer(optimizer: keras.optimizers.Optimizer) -> keras.optimiz
     Keras' TensorFlow optimizer refuses ``stateless_apply`` because of ``tf.distribute``;
     the backend-neutral base methods it overrides need no distribution strategy here.
     """
-    from keras.src.optimizers.base_optimizer import BaseOptimizer
-
     neutral = (
         "stateless_apply",
         "assign",
@@ -71,9 +70,6 @@ def _register_bitcast_pfor() -> None:
     TensorFlow has no vectorisation rule for it and falls back to a loop over the
     copies. A bitcast keeps the leading (copy) axis, so it applies to the stacked tensor.
     """
-    import tensorflow as tf
-    from tensorflow.python.ops.parallel_for import pfor
-
     if "Bitcast" in pfor._pfor_converter_registry:
         return
 
@@ -104,8 +100,6 @@ class BatchedEpochRunner:
     def __init__(
         self, task: TrainingTask, copies: int, shuffle: bool = True, jit_compile: bool = True
     ) -> None:
-        import tensorflow as tf
-
         if copies < 1:
             raise RunnerError(f"`copies` must be >= 1, got {copies}")
         _register_bitcast_pfor()
@@ -155,8 +149,6 @@ class BatchedEpochRunner:
         self._closed = False
 
     def _make_epoch_function(self) -> None:
-        import tensorflow as tf
-
         self._xla_epoch = tf.function(
             self._epoch_graph, autograph=False, jit_compile=self.jit_compile
         )
@@ -168,9 +160,6 @@ class BatchedEpochRunner:
         self, metrics: list[Any], loss: Any, x: Any, y: Any, y_pred: Any
     ) -> list[Any]:
         """The metric values after a batch, as Keras' ``train_step``/``test_step`` update them."""
-        import tensorflow as tf
-        from keras import StatelessScope
-
         model = self.model
         mapping = list(zip(model.metrics_variables, metrics, strict=True))
         with StatelessScope(state_mapping=mapping) as scope:
@@ -181,8 +170,6 @@ class BatchedEpochRunner:
 
     def _train_step(self, state: tuple, x: Any, y: Any) -> tuple:
         """``model.train_step`` without side effects: (weights, optimizer, metrics) in and out."""
-        import tensorflow as tf
-
         model = self.model
         trainable, non_trainable, optimizer, metrics = state
         with tf.GradientTape() as tape:
@@ -211,17 +198,12 @@ class BatchedEpochRunner:
 
     def _results(self, metrics: list[Any]) -> tuple[list[str], Any]:
         """Log names and values (float64 vector) of one copy's metric state."""
-        import tensorflow as tf
-        from keras import StatelessScope
-
         model = self.model
         with StatelessScope(state_mapping=list(zip(model.metrics_variables, metrics, strict=True))):
             logs = dict(model.get_metrics_result())
         return list(logs), tf.stack([tf.cast(v, tf.float64) for v in logs.values()])
 
     def _fresh_metrics(self, copies: int | None = None) -> list[Any]:
-        import tensorflow as tf
-
         shape = () if copies is None else (copies,)
         return [tf.zeros((*shape, *v.shape), v.dtype) for v in self.model.metrics_variables]
 
@@ -232,8 +214,6 @@ class BatchedEpochRunner:
 
         Full batches in a ``tf.while_loop``, then the last partial one, as ``fit`` does.
         """
-        import tensorflow as tf
-
         size = self.task.batch_size
         full, rest = divmod(rows, size)
         if full:
@@ -258,8 +238,6 @@ class BatchedEpochRunner:
         self, trainable: list, non_trainable: list, optimizer: list, order: Any
     ) -> tuple:
         """One epoch of every copy (XLA): training in ``order`` ``[N, rows]``, then validation."""
-        import tensorflow as tf
-
         x, y = self._train
         n = int(order.shape[0])
 
@@ -280,8 +258,6 @@ class BatchedEpochRunner:
 
     def _evaluate_all(self, trainable: list, non_trainable: list, x: Any, y: Any) -> list:
         """Every copy's metric state after a test pass over ``(x, y)`` (shared data)."""
-        import tensorflow as tf
-
         def test(metrics: list, start: Any, length: int) -> list:
             xb = tf.slice(x, [start] + [0] * (x.shape.rank - 1), [length, *x.shape[1:]])
             yb = tf.slice(y, [start] + [0] * (y.shape.rank - 1), [length, *y.shape[1:]])
@@ -294,8 +270,6 @@ class BatchedEpochRunner:
         return self._loop(test, self._fresh_metrics(copies), int(x.shape[0]))
 
     def _vector_results(self, metrics: list) -> tuple[list[str], Any]:
-        import tensorflow as tf
-
         keys: list[str] = []
 
         def one(m: list) -> Any:
@@ -322,8 +296,6 @@ class BatchedEpochRunner:
         Returns:
             ``float64[k, len(keys)]``: the epoch's logs, one row per computed copy.
         """
-        import tensorflow as tf
-
         stacked = (self._trainable, self._non_trainable, self._optimizer_state)
         for best, variable in zip(self._best, self._trainable + self._non_trainable, strict=True):
             best.assign(_select(remember, variable.read_value(), best.read_value()))
@@ -353,8 +325,6 @@ class BatchedEpochRunner:
 
     def _load_graph(self, index: Any, learning_rate: Any) -> None:
         """Copy ``index`` <- the template's weights, fresh optimizer state, ``learning_rate``."""
-        import tensorflow as tf
-
         model = self.model
         sources = list(model.trainable_variables) + list(model.non_trainable_variables)
         for stacked, source in zip(self._trainable + self._non_trainable, sources, strict=True):
@@ -370,8 +340,6 @@ class BatchedEpochRunner:
 
     def _test_graph(self, index: Any) -> Any:
         """Copy ``index``'s test logs (float64 vector; names in ``_test_keys``)."""
-        import tensorflow as tf
-
         trainable = [v[index] for v in self._trainable]
         non_trainable = [v[index] for v in self._non_trainable]
         x, y = self._test
@@ -389,8 +357,6 @@ class BatchedEpochRunner:
 
     def reset_copy(self, index: int, seed: int, learning_rate: float) -> None:
         """Copy ``index`` starts afresh: the weights a FastEpochRunner reset with ``seed`` draws."""
-        import tensorflow as tf
-
         self._check_open()
         self.resetter.reset(seed, learning_rate)
         self._load_function(tf.constant(index), tf.constant(learning_rate, tf.float32))
@@ -424,8 +390,6 @@ class BatchedEpochRunner:
 
     def _call(self, indices: Any, train: Any) -> np.ndarray:
         """One epoch call for copies ``indices`` (see :meth:`_epoch_call`); their logs."""
-        import tensorflow as tf
-
         indices = np.asarray(indices, np.int32)
         seeds = np.stack([self._seeds[indices], self.epochs[indices]], axis=1)
         arguments = (
@@ -463,8 +427,6 @@ class BatchedEpochRunner:
 
     def restore(self, index: int) -> None:
         """Put copy ``index``'s last snapshot back."""
-        import tensorflow as tf
-
         if self._remember[index]:  # the snapshot would be the current weights
             self._remember[index] = False
             self._remembered[index] = True
@@ -475,8 +437,6 @@ class BatchedEpochRunner:
 
     def evaluate_test(self, index: int) -> Logs:
         """``{"loss": ..., "<metric>": ...}`` of copy ``index`` on the test split."""
-        import tensorflow as tf
-
         self._check_open()
         values = self._test_function(tf.constant(index)).numpy()
         return dict(zip(self._test_keys, values.tolist(), strict=True))
@@ -497,8 +457,6 @@ class BatchedEpochRunner:
 
 def _select(mask: Any, new: Any, old: Any) -> Any:
     """``new`` where ``mask`` (``bool[N]``, broadcast over the trailing axes), else ``old``."""
-    import tensorflow as tf
-
     mask = tf.reshape(mask, [-1] + [1] * (new.shape.rank - 1))
     return tf.where(mask, new, old)
 
