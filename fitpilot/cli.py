@@ -27,7 +27,7 @@ def _root() -> None:
 
 
 # Commands register themselves on `app`, in this order in `fitpilot --help`.
-COMMAND_MODULES = ["tasks", "train", "benchmark", "report"]
+COMMAND_MODULES = ["tasks", "train", "benchmark", "report", "recipe"]
 
 for _name in COMMAND_MODULES:
     importlib.import_module(f"fitpilot.commands.{_name}").register(app)

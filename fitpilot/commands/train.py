@@ -14,6 +14,7 @@ from fitpilot.agents.train import train as run_training
 from fitpilot.commands import check_writable, user_errors
 from fitpilot.commands.ray_options import Backend, RayAddress, WorkerCpus, WorkerMemory
 from fitpilot.commands.tasks import SUITE_HELP, TASKS_HELP
+from fitpilot.experiments.recipe import SELECT_KEY
 from fitpilot.ray_backend import check_capacity, ray_options, session
 
 
@@ -92,6 +93,7 @@ def train(
     recipe = read_config_file(config) if config else {}
     folder = out or recipe.pop("out", None) or Path("runs") / str(algo or recipe.get("algo", "ppo"))
     recipe.pop("out", None)
+    recipe.pop(SELECT_KEY, None)  # `fitpilot recipe`'s rule for picking a seed: not a setting
     check_writable(Path(folder), "--out")
     stored = RunFolder(folder).stored_config() if resume else None
     options = {
