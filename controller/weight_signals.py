@@ -119,21 +119,18 @@ class WeightSignals:
             self._initial = self._previous = current
             return WeightSignalValues()
         update = current - self._previous
-        update_norm = float(np.linalg.norm(update))
+        update_norm = _norm(update)
         cosine = 0.0
         if self._last_update is not None:
-            norms = update_norm * float(np.linalg.norm(self._last_update))
+            norms = update_norm * _norm(self._last_update)
             if norms > 0 and math.isfinite(norms):
-                cosine = float(np.clip(np.dot(update, self._last_update) / norms, -1.0, 1.0))
+                cosine = min(max(_dot(update, self._last_update) / norms, -1.0), 1.0)
             elif not math.isfinite(norms):
                 cosine = math.nan
         values = WeightSignalValues(
             cosine=cosine,
-            update_ratio=_ratio(update_norm, float(np.linalg.norm(current))),
-            distance=_ratio(
-                float(np.linalg.norm(current - self._initial)),
-                float(np.linalg.norm(self._initial)),
-            ),
+            update_ratio=_ratio(update_norm, _norm(current)),
+            distance=_ratio(_norm(current - self._initial), _norm(self._initial)),
         )
         self._previous, self._last_update = current, update
         return values
@@ -166,6 +163,15 @@ class WeightSignals:
         if self._gather is None or ids != self._gathered:
             self._gather, self._gathered = _backend_gather(weights, self._indices), ids
         return self._gather()
+
+
+def _dot(a: np.ndarray, b: np.ndarray) -> float:
+    """``a . b`` without BLAS (whose thread pool costs milliseconds on a busy machine)."""
+    return float(np.sum(a * b))
+
+
+def _norm(a: np.ndarray) -> float:
+    return math.sqrt(_dot(a, a))
 
 
 def _ratio(numerator: float, denominator: float) -> float:
