@@ -157,7 +157,9 @@ def _header(settings: Settings, runs: Sequence[RunRecord]) -> list[str]:
     )
     controller = settings.controller or "none (learned not benchmarked)"
     source = f" (`{settings.controller_source}`)" if settings.controller_source else ""
-    wall = sum(r.wall_seconds for r in runs if math.isfinite(r.wall_seconds))
+    # A factor-free strategy's record stands at every factor: count its run once.
+    ran = [r for r in runs if settings.runs_at(r.key) == r.key]
+    wall = sum(r.wall_seconds for r in ran if math.isfinite(r.wall_seconds))
     lines = [
         "# fitpilot benchmark",
         "",
@@ -168,7 +170,8 @@ def _header(settings: Settings, runs: Sequence[RunRecord]) -> list[str]:
         f"the reference; seeds per cell: {settings.seeds}",
         f"- hindsight oracle and grid: {grid}",
         f"- strategies: {', '.join(settings.strategies)}",
-        f"- runs: {len(runs)} of {planned}; training time {wall:.0f} s (sum over runs); "
+        f"- runs: {len(runs)} of {planned} ({len(ran)} trained); training time {wall:.0f} s "
+        f"(sum over runs); "
         f"fitpilot {settings.fitpilot_version}",
         "",
     ]
