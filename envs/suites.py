@@ -53,7 +53,7 @@ def _split(
 
 
 def digits_data(train_rows: int | None = None, as_image: bool = False) -> TaskData:
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # here: scikit-learn loads in ~1 s
 
     x, y = load_digits(return_X_y=True)
     data = _split(x, y, train_rows=train_rows)
@@ -73,14 +73,14 @@ def _splits(data: TaskData) -> tuple[Split, Split, Split]:
 
 
 def sklearn_data(loader: str, regression: bool = False) -> TaskData:
-    import sklearn.datasets as datasets
+    import sklearn.datasets as datasets  # here: scikit-learn loads in ~1 s
 
     x, y = getattr(datasets, loader)(return_X_y=True)
     return _split(x, y, standardize_y=regression)
 
 
 def generated_data(generator: str, regression: bool = False, **kwargs) -> TaskData:
-    import sklearn.datasets as datasets
+    import sklearn.datasets as datasets  # here: scikit-learn loads in ~1 s
 
     x, y = getattr(datasets, generator)(random_state=DATA_SEED, **kwargs)
     if generator == "make_hastie_10_2":
@@ -163,7 +163,7 @@ def sine_sequence_data(rows: int = 600, steps: int = 12) -> TaskData:
 def mlp(
     input_shape: tuple[int, ...], hidden: tuple[int, ...], outputs: int, activation: str = "relu"
 ):
-    import keras
+    import keras  # here: building a model loads TensorFlow; listing a suite does not
 
     layers = [keras.Input(input_shape)]
     layers += [keras.layers.Dense(units, activation=activation) for units in hidden]
@@ -172,7 +172,7 @@ def mlp(
 
 
 def small_cnn(input_shape: tuple[int, ...], outputs: int):
-    import keras
+    import keras  # here: building a model loads TensorFlow; listing a suite does not
 
     return keras.Sequential(
         [
@@ -187,7 +187,7 @@ def small_cnn(input_shape: tuple[int, ...], outputs: int):
 
 
 def small_conv1d(input_shape: tuple[int, ...], outputs: int):
-    import keras
+    import keras  # here: building a model loads TensorFlow; listing a suite does not
 
     return keras.Sequential(
         [
@@ -201,7 +201,7 @@ def small_conv1d(input_shape: tuple[int, ...], outputs: int):
 
 
 def recurrent(input_shape: tuple[int, ...], cell: str, units: int, outputs: int):
-    import keras
+    import keras  # here: building a model loads TensorFlow; listing a suite does not
 
     layer = {"gru": keras.layers.GRU, "lstm": keras.layers.LSTM, "rnn": keras.layers.SimpleRNN}
     return keras.Sequential(
@@ -225,7 +225,7 @@ def dense_net(
     """An MLP; with ``batch_norm`` each hidden Dense (no bias) is followed by batch
     normalisation and then the activation; ``dropout`` follows each hidden layer.
     The output is softmax for ``outputs > 1``, else linear, unless ``output_activation``."""
-    import keras
+    import keras  # here: building a model loads TensorFlow; listing a suite does not
 
     layers = [keras.Input(input_shape)]
     for units in hidden:
@@ -253,7 +253,7 @@ def cnn(
 ):
     """3x3 convolutions (``same`` padding; batch normalisation before the ReLU with
     ``batch_norm``), one 2x2 max-pool, optional dropout, then a softmax Dense."""
-    import keras
+    import keras  # here: building a model loads TensorFlow; listing a suite does not
 
     layers = [keras.Input(input_shape)]
     for count in filters:

@@ -13,7 +13,10 @@ from pathlib import Path
 import gymnasium
 import numpy as np
 import pytest
+from gymnasium.utils.env_checker import check_env as gym_check
+from stable_baselines3.common.env_checker import check_env as sb3_check
 
+from fitpilot.agents.config import EnvSettings
 from fitpilot.controller.actions import DiscreteActions
 from fitpilot.controller.features import Featurizer
 from fitpilot.envs import ENV_ID
@@ -44,9 +47,6 @@ def run_episode(env: KerasTrainingEnv, seed: int, actions: list[int], **options)
 
 
 def test_gymnasium_and_sb3_check_env(env: KerasTrainingEnv) -> None:
-    from gymnasium.utils.env_checker import check_env as gym_check
-    from stable_baselines3.common.env_checker import check_env as sb3_check
-
     gym_check(env, skip_render_check=True)
     sb3_check(env, warn=True)
 
@@ -243,8 +243,6 @@ def test_bad_reset_options_are_refused(
 
 
 def test_recipe_defaults_are_the_env_defaults() -> None:
-    from fitpilot.agents.config import EnvSettings
-
     settings, parameters = EnvSettings(), inspect.signature(KerasTrainingEnv).parameters
     for name in ("epoch_cost", "divergence_penalty", "lr_factor_range", "lr_distribution",
                  "tuned_fraction", "min_lr", "max_lr"):

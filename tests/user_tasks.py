@@ -30,7 +30,7 @@ def blobs(rows: int = 40, regression: bool = False) -> TaskData:
 
 def mlp(outputs: int):
     """An uncompiled 4-8-``outputs`` MLP (softmax when ``outputs`` > 1)."""
-    import keras
+    import keras  # here: listing these tasks does not load TensorFlow, building a model does
 
     return keras.Sequential(
         [
