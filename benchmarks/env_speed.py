@@ -26,7 +26,9 @@ that): env steps per second of ``BatchedVecEnv`` with N copies of the task (one
 step = N env steps; actions lower/keep/raise drawn at random, so episodes run to
 the budget and auto-reset), against ``KerasTrainingEnv.step`` with the same actions,
 in interleaved rounds (medians), with the load average and the process's peak RSS.
-Targets: >= 1,000 env steps/s at N=16; RSS <= 2 GB.
+Also per CPU second of this process (one TensorFlow thread): on a machine loaded by
+others that is close to the rate on an idle core. Targets: >= 1,000 env steps/s at
+N=16; RSS <= 2 GB.
 
     FITPILOT_THREADS=1 .venv/bin/python benchmarks/env_speed.py
     FITPILOT_THREADS=2 .venv/bin/python benchmarks/env_speed.py --episodes 1000
@@ -183,7 +185,10 @@ def batched_speed(task: Any, copies: list[int], rounds: int, steps: int) -> None
             if terminated or truncated:
                 single.reset()
 
-    print(f"\n{'env':<28} {'env steps/s':>11} {'x single':>8} {'load':>5} {'peak RSS MB':>11}")
+    print(
+        f"\n{'env':<28} {'env steps/s':>11} {'x single':>8} {'per CPU s':>9} {'x single':>8} "
+        f"{'load':>5} {'peak RSS MB':>11}"
+    )
     for n in copies:
         venv = BatchedVecEnv([task], n)
         started = time.perf_counter()
@@ -199,17 +204,30 @@ def batched_speed(task: Any, copies: list[int], rounds: int, steps: int) -> None
                 venv.step_wait()
 
         single_steps()  # warm-up
-        single_rates, batched_rates = [], []
+        rates: dict[str, list[tuple[float, float]]] = {"single": [], "batched": []}
         for _ in range(rounds):
-            single_rates.append(steps / timed(single_steps))
-            batched_rates.append(max(steps // n, 1) * n / timed(batched_steps))
+            for name, run, count in (
+                ("single", single_steps, steps),
+                ("batched", batched_steps, max(steps // n, 1) * n),
+            ):
+                wall, cpu = time.perf_counter(), time.process_time()
+                run()
+                wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+                rates[name].append((count / wall, count / cpu))
         venv.close()
-        one, many = statistics.median(single_rates), statistics.median(batched_rates)
+        (one, one_cpu), (many, many_cpu) = (
+            tuple(statistics.median(r[k] for r in rates[name]) for k in (0, 1))
+            for name in ("single", "batched")
+        )
         load = os.getloadavg()[0]
-        print(f"{'KerasTrainingEnv.step':<28} {one:>11.0f} {1:>8.2f} {load:>5.1f}")
         print(
-            f"{f'BatchedVecEnv N={n}':<28} {many:>11.0f} {many / one:>8.2f} {load:>5.1f} "
-            f"{peak_rss_mb():>11.0f}   (first reset + step: {compile_s:.1f} s)",
+            f"{'KerasTrainingEnv.step':<28} {one:>11.0f} {1:>8.2f} {one_cpu:>9.0f} {1:>8.2f} "
+            f"{load:>5.1f}"
+        )
+        print(
+            f"{f'BatchedVecEnv N={n}':<28} {many:>11.0f} {many / one:>8.2f} {many_cpu:>9.0f} "
+            f"{many_cpu / one_cpu:>8.2f} {load:>5.1f} {peak_rss_mb():>11.0f}   "
+            f"(first reset + step: {compile_s:.1f} s)",
             flush=True,
         )
     single.close()
