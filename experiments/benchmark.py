@@ -27,7 +27,7 @@ import threading
 from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rich.console import Console
 from rich.progress import (
@@ -60,11 +60,8 @@ from fitpilot.experiments.settings import (
 )
 from fitpilot.experiments.store import ResultsStore
 from fitpilot.experiments.worker import WorkerConfig, init_worker, run_in_process, run_in_worker
+from fitpilot.ray_backend import RayOptions
 from fitpilot.runtime import configure, default_threads
-
-if TYPE_CHECKING:
-    from fitpilot.ray_backend import RayOptions
-
 
 #: Runs a sequence of orders; yields each record as soon as it is finished (any order).
 Execute = Callable[[Sequence[RunOrder]], Generator[RunRecord, None, None]]

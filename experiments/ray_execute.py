@@ -76,7 +76,12 @@ def execute_on_ray(
 
 def _result(ray: Any, ref: Any, order: RunOrder) -> RunRecord:
     """The record behind ``ref``; a run's own user-facing error is raised as it is."""
-    from ray.exceptions import NodeDiedError, OutOfMemoryError, RayTaskError, WorkerCrashedError
+    from ray.exceptions import (  # ray is an optional extra: imported only when used
+        NodeDiedError,
+        OutOfMemoryError,
+        RayTaskError,
+        WorkerCrashedError,
+    )
 
     try:
         return ray.get(ref)

@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from fitpilot.envs.loading import load_tasks
 from fitpilot.experiments.settings import RunOrder, RunRecord
 from fitpilot.runtime import configure
 
@@ -56,8 +57,7 @@ def runner(config: WorkerConfig) -> Runner:
     global _RUNNER
     if _RUNNER is None or _RUNNER[0] != config:
         configure(threads=config.threads)  # before TensorFlow is imported, just below
-        from fitpilot.envs.loading import load_tasks
-        from fitpilot.experiments.runs import Runner, controller_factory
+        from fitpilot.experiments.runs import Runner, controller_factory  # imports TF
 
         source, tasks = config.controller_source, load_tasks(config.task_source)
         controller = controller_factory(source) if source else None
