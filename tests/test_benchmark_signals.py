@@ -9,11 +9,13 @@ kill of the whole process group).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -69,8 +71,10 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def _start(out: Path) -> tuple[subprocess.Popen[str], set[int]]:
-    """Start the benchmark; return it and its worker processes once 2+ runs are stored."""
+@contextlib.contextmanager
+def _started(out: Path) -> Iterator[tuple[subprocess.Popen[str], set[int]]]:
+    """The benchmark and its worker processes once 2+ runs are stored; whatever of them is
+    still alive at the end of the block is killed."""
     process = subprocess.Popen(
         [FITPILOT, *ARGS, "--out", str(out)],
         cwd=REPO,
@@ -87,8 +91,13 @@ def _start(out: Path) -> tuple[subprocess.Popen[str], set[int]]:
         time.sleep(0.05)
     assert process.poll() is None, "the benchmark ended before it could be killed"
     workers = _children(process.pid)
-    assert len(workers) >= 2, workers
-    return process, workers
+    try:
+        assert len(workers) >= 2, workers
+        yield process, workers
+    finally:
+        for pid in _children(process.pid) | workers | {process.pid}:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
 
 
 def _wait_gone(pids: set[int], seconds: float) -> set[int]:
@@ -118,16 +127,11 @@ def _resume_completes(out: Path, kept: bytes) -> None:
 
 @pytest.mark.slow
 def test_sigkill_of_the_parent_ends_its_workers(tmp_path: Path) -> None:
-    process, workers = _start(tmp_path)
-    try:
+    with _started(tmp_path) as (process, workers):
         os.kill(process.pid, signal.SIGKILL)  # the parent only, as the OOM killer does
         process.communicate(timeout=30)
         survivors = _wait_gone(workers, 15)
         assert not survivors, f"workers {survivors} outlived their killed parent"
-    finally:
-        for pid in _children(process.pid) | workers:
-            if _alive(pid):
-                os.kill(pid, signal.SIGKILL)
     kept = (tmp_path / "runs.jsonl").read_bytes()
     _resume_completes(tmp_path, kept[: kept.rfind(b"\n") + 1])
 
@@ -137,8 +141,7 @@ def test_sigkill_of_the_parent_ends_its_workers(tmp_path: Path) -> None:
 def test_sigterm_and_ctrl_c_stop_at_once_and_keep_finished_runs(
     tmp_path: Path, how: signal.Signals
 ) -> None:
-    process, workers = _start(tmp_path)
-    try:
+    with _started(tmp_path) as (process, workers):
         stopped = time.monotonic()
         if how == signal.SIGINT:
             os.killpg(process.pid, how)  # Ctrl-C reaches the whole foreground group
@@ -148,13 +151,9 @@ def test_sigterm_and_ctrl_c_stop_at_once_and_keep_finished_runs(
         seconds = time.monotonic() - stopped
         assert process.returncode == 130, output
         assert "interrupted" in output and "Traceback" not in output, output
-        assert seconds < 10, f"took {seconds:.1f} s to stop"
+        assert seconds < 15, f"took {seconds:.1f} s to stop"  # it was 25-45 s
         survivors = _wait_gone(workers, 5)
         assert not survivors, f"workers {survivors} outlived the interrupted benchmark"
-    finally:
-        for pid in _children(process.pid) | workers:
-            if _alive(pid):
-                os.kill(pid, signal.SIGKILL)
     kept = (tmp_path / "runs.jsonl").read_bytes()
     assert kept.endswith(b"\n") and 3 <= kept.count(b"\n") <= PLANNED  # no line cut short
     contents = read_store(tmp_path)
