@@ -1,29 +1,41 @@
 """What does LearnedController cost inside model.fit? Wall time with and without it.
 
-Trains the reference task (digits_mlp: 64-64-10 MLP, sklearn digits, 1,400 rows,
-batch 32, 40 epochs) with a plain ``model.fit`` several times, alternating fits
-without and with the callback, from the same initial weights each time, and prints:
+Two models:
 
-- the median fit time of each and their ratio (target: <= 1.02), in wall time and in
-  process CPU time (on a machine shared with other jobs, wall time swings with their
-  load; CPU time of this single-threaded process much less);
-- the median time the controller spends per epoch in its hooks (target: <= 1 ms),
-  which covers reading the lr, the featurizer, the numpy policy, setting the lr and
-  the best-weights snapshot.
+- ``--model mlp``: the reference task digits_mlp (64-64-10 MLP, sklearn digits,
+  1,400 rows, batch 32, 40 epochs of ~0.1 s): the per-epoch costs matter most here;
+- ``--model cnn``: a ~1M-weight CNN on random 32x32x3 images (384 rows, batch 32,
+  6 epochs), whose epoch takes >= 1 s on one thread: the costs that grow with the weights
+  (the best-weights snapshot) matter most here.
 
-The controller is a random bundle built here with the bundle API, whose policy
-only lowers or keeps the learning rate: every fit runs the full 40 epochs (no stop,
-no divergence), so the two sides train the same number of epochs, and the validation
-loss keeps improving, which makes the best-weights snapshot frequent (the costly case).
+It runs ``--repeats`` pairs of fits, one without and one with the callback, from the
+same initial weights, the order inside a pair alternating (so drifts in the machine's
+load hit both sides), and prints the median of the paired ratios with/without, in wall
+time and in process CPU time (on a shared machine wall time swings with the others'
+load; CPU time of this single-threaded process much less). Target: <= 1.02. The load
+average is printed before and after.
 
-    .venv/bin/python benchmarks/callback_overhead.py --repeats 5 --threads 1
+Then the controller's own time per epoch: its hook timed inside ``fit`` (as a share
+of the epoch: the ratio its own work implies, a figure the others' load disturbs far
+less than the paired ratios), and each part timed alone on the trained model (lr
+read, lr assignment, best-weights snapshot, featurizer, normalisation + policy).
+
+The controller is a random bundle built here with the bundle API whose policy only
+lowers or keeps the learning rate: every fit runs all its epochs (no stop, no
+divergence), so both sides train the same number of epochs.
+
+    .venv/bin/python benchmarks/callback_overhead.py --model mlp --repeats 7
+    .venv/bin/python benchmarks/callback_overhead.py --model cnn --repeats 7
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -52,101 +64,165 @@ def keep_or_lower_bundle(seed: int = 0):
     return Bundle(policy, FeaturizerConfig(), actions, normalization, 1, {"algo": "benchmark"})
 
 
+def mlp_setup(epochs: int | None) -> tuple[Any, dict[str, Any], float, str]:
+    """digits_mlp: (compiled model, fit arguments, learning rate, description)."""
+    from fitpilot.envs.loading import load_tasks
+
+    task = next(t for t in load_tasks("train") if t.name == "digits_mlp")
+    data = task.data()
+    fit_args = dict(x=data.train.x, y=data.train.y,
+                    validation_data=(data.validation.x, data.validation.y),
+                    batch_size=task.batch_size, epochs=epochs or task.epochs)
+    return (task.compiled_model(), fit_args, task.learning_rate,
+            f"digits_mlp, {len(data.train)} rows, batch {task.batch_size}")
+
+
+def cnn_setup(epochs: int | None) -> tuple[Any, dict[str, Any], float, str]:
+    """A ~1M-weight CNN on random images (learnable labels): epochs of >= 1 s on one thread."""
+    import keras
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(512, 32, 32, 3)).astype("float32")
+    y = (x[:, :16, :16, 0].mean(axis=(1, 2)) > 0).astype("int32")
+    model = keras.Sequential([
+        keras.Input((32, 32, 3)),
+        keras.layers.Conv2D(32, 3, activation="relu"),
+        keras.layers.Conv2D(64, 3, activation="relu"),
+        keras.layers.MaxPooling2D(),
+        keras.layers.Conv2D(128, 3, activation="relu"),
+        keras.layers.MaxPooling2D(),
+        keras.layers.Flatten(),
+        keras.layers.Dense(192, activation="relu"),
+        keras.layers.Dense(2, activation="softmax"),
+    ])
+    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    fit_args = dict(x=x[:384], y=y[:384], validation_data=(x[384:], y[384:]),
+                    batch_size=32, epochs=epochs or 6)
+    return model, fit_args, 1e-3, "CNN on random 32x32x3 images, 384 rows, batch 32"
+
+
+def median_us(function: Callable[[], Any], repeats: int = 200) -> float:
+    """Median wall time of ``function()`` in microseconds."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e6
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5, help="fits per side")
-    parser.add_argument("--epochs", type=int, default=None, help="default: the task's 40")
+    parser.add_argument("--model", choices=("mlp", "cnn"), default="mlp")
+    parser.add_argument("--repeats", type=int, default=7, help="pairs of fits")
+    parser.add_argument("--epochs", type=int, default=None, help="default: mlp 40, cnn 6")
     parser.add_argument("--threads", type=int, default=1, help="TensorFlow threads")
     parser.add_argument("--bundle-seed", type=int, default=3, help="seed of the random policy")
     args = parser.parse_args()
     runtime.configure(args.threads)
 
-    from fitpilot.controller.callback import LearnedController
+    from fitpilot.controller.actions import get_learning_rate, set_learning_rate
+    from fitpilot.controller.callback import LearnedController, _copy_values
     from fitpilot.envs.runner import ModelResetter
-    from fitpilot.envs.loading import load_tasks
 
     class TimedController(LearnedController):
-        """Records the wall and CPU seconds spent in its per-epoch hooks."""
+        """Records the wall and CPU seconds spent in its per-epoch hook."""
 
         def on_train_begin(self, logs=None):
             super().on_train_begin(logs)
             self.hook_times: list[tuple[float, float]] = []
 
-        def on_epoch_begin(self, epoch, logs=None):
-            wall, cpu = time.perf_counter(), time.process_time()
-            super().on_epoch_begin(epoch, logs)
-            self._begin = (time.perf_counter() - wall, time.process_time() - cpu)
-
         def on_epoch_end(self, epoch, logs=None):
             wall, cpu = time.perf_counter(), time.process_time()
             super().on_epoch_end(epoch, logs)
-            self.hook_times.append((time.perf_counter() - wall + self._begin[0],
-                                    time.process_time() - cpu + self._begin[1]))
+            self.hook_times.append((time.perf_counter() - wall, time.process_time() - cpu))
 
-    task = next(t for t in load_tasks("train") if t.name == "digits_mlp")
-    epochs = args.epochs or task.epochs
-    data = task.data()
-    model = task.compiled_model()
-    model.fit(data.train.x[:64], data.train.y[:64], epochs=1, verbose=0)  # trace once
+    model, fit_args, learning_rate, description = (mlp_setup if args.model == "mlp"
+                                                   else cnn_setup)(args.epochs)
+    epochs = fit_args["epochs"]
+    model.fit(fit_args["x"][:64], fit_args["y"][:64], epochs=1, verbose=0)  # trace once
     resetter = ModelResetter(model)
     controller = TimedController(keep_or_lower_bundle(args.bundle_seed))
 
     def fit(with_controller: bool) -> tuple[float, float]:
         """One fit from the same initial weights: (wall seconds, process CPU seconds)."""
-        resetter.reset(seed=0, learning_rate=task.learning_rate)
+        resetter.reset(seed=0, learning_rate=learning_rate)
         wall, cpu = time.perf_counter(), time.process_time()
-        history = model.fit(
-            data.train.x, data.train.y, validation_data=(data.validation.x, data.validation.y),
-            batch_size=task.batch_size, epochs=epochs, verbose=0,
-            callbacks=[controller] if with_controller else [],
-        )
+        history = model.fit(**fit_args, verbose=0,
+                            callbacks=[controller] if with_controller else [])
         times = time.perf_counter() - wall, time.process_time() - cpu
         assert len(history.history["loss"]) == epochs, "a fit stopped early"
         return times
 
+    load_before = os.getloadavg()
     fit(True)  # warm-up: the first fit with validation data traces the test function
-    without, with_, hooks = [], [], []
-    for i in range(args.repeats):  # alternate the order, so drifts in load hit both sides
-        for side in ((False, True) if i % 2 == 0 else (True, False)):
-            (with_ if side else without).append(fit(side))
+    fit(False)
+    pairs, hooks = [], []
+    for i in range(args.repeats):
+        order = (False, True) if i % 2 == 0 else (True, False)
+        times = {side: fit(side) for side in order}
+        pairs.append((times[False], times[True]))
         hooks.extend(controller.hook_times)
+    load_after = os.getloadavg()
 
-    print(f"task {task.name}: {epochs} epochs, {len(data.train)} rows, batch {task.batch_size}, "
-          f"{model.count_params()} weights, {args.threads} TF thread(s), {args.repeats} fits/side")
+    print(f"model {args.model}: {description}, {epochs} epochs, {model.count_params():,} "
+          f"weights, {args.threads} TF thread(s), {args.repeats} pairs of fits")
+    print(f"load average before {' '.join(f'{v:.2f}' for v in load_before)}, after "
+          f"{' '.join(f'{v:.2f}' for v in load_after)} ({os.cpu_count()} CPUs)")
     for column, clock in enumerate(("wall", "CPU")):
-        a = [t[column] for t in without]
-        b = [t[column] for t in with_]
-        pairs = statistics.median(y / x for x, y in zip(a, b, strict=True))
-        print(f"fit {clock:4} time: without median {statistics.median(a):.3f} s, with median "
-              f"{statistics.median(b):.3f} s; ratio of medians "
-              f"{statistics.median(b) / statistics.median(a):.4f}, median of paired ratios "
-              f"{pairs:.4f}  (target <= 1.02)")
-        print(f"    without: {', '.join(f'{x:.3f}' for x in a)}")
-        print(f"    with:    {', '.join(f'{x:.3f}' for x in b)}")
+        without = [p[0][column] for p in pairs]
+        with_ = [p[1][column] for p in pairs]
+        ratios = [b / a for a, b in zip(without, with_, strict=True)]
+        print(f"fit {clock:4} time: median of paired ratios {statistics.median(ratios):.4f} "
+              f"(target <= 1.02); medians without {statistics.median(without):.3f} s, "
+              f"with {statistics.median(with_):.3f} s "
+              f"({statistics.median(without) / epochs * 1e3:.0f} ms per epoch)")
+        print(f"    ratios:  {', '.join(f'{r:.3f}' for r in ratios)}")
+        print(f"    without: {', '.join(f'{x:.3f}' for x in without)}")
+        print(f"    with:    {', '.join(f'{x:.3f}' for x in with_)}")
     for column, clock in enumerate(("wall", "CPU")):
         ms = np.array([h[column] for h in hooks]) * 1e3
-        print(f"controller {clock:4} time per epoch: median {np.median(ms):.3f} ms, "
-              f"p90 {np.percentile(ms, 90):.3f} ms, max {ms.max():.3f} ms  (target median <= 1 ms)")
-    decisions, best_epoch = list(controller.decisions), controller.best_epoch
-    # The same decisions outside fit, back to back (warm caches): the hooks' own cost.
+        epoch_ms = statistics.median(p[0][column] for p in pairs) / epochs * 1e3
+        print(f"controller {clock:4} time per epoch in fit: median {np.median(ms):.3f} ms, "
+              f"p90 {np.percentile(ms, 90):.3f} ms, max {ms.max():.3f} ms; mean "
+              f"{ms.mean():.3f} ms = {ms.mean() / epoch_ms:.2%} of an epoch without it "
+              f"(the ratio its own work implies: {1 + ms.mean() / epoch_ms:.4f})")
+
+    # The parts alone, on the trained model (warm caches), wall microseconds per call.
+    decisions = list(controller.decisions)
+    optimizer, weights = model.optimizer, model.weights
+    lr = get_learning_rate(optimizer)
     history = model.history.history
-    epoch_logs = [{k: history[k][e] for k in ("loss", "accuracy", "val_loss", "val_accuracy")}
+    epoch_logs = [{k: v[e] for k, v in history.items() if k not in ("lr", "action")}
                   for e in range(epochs)]
-    warm = []
+    featurizer, pipeline, policy = (controller.featurizer, controller.pipeline,
+                                    controller.bundle.policy)
+    featurizer.reset(budget=epochs)
+    obs = featurizer.observe(epoch_logs[0], lr)
+    parts = {
+        "lr read (optimizer variable -> float)": median_us(lambda: get_learning_rate(optimizer)),
+        "lr assignment": median_us(lambda: set_learning_rate(optimizer, lr)),
+        "best-weights snapshot": median_us(lambda: _copy_values(weights), 100),
+        "featurizer.observe": median_us(lambda: featurizer.observe(epoch_logs[-1], lr)),
+        "normalisation + frame stack + policy": median_us(
+            lambda: policy.act(pipeline(obs)[None])),
+    }
+    replayed = []
     for _ in range(5):
-        resetter.reset(seed=0, learning_rate=task.learning_rate)
+        resetter.reset(seed=0, learning_rate=learning_rate)
         controller.on_train_begin()
         for epoch, logs in enumerate(epoch_logs):
-            controller.on_epoch_begin(epoch, dict(logs))
             controller.on_epoch_end(epoch, dict(logs))
-        warm.extend(h[0] * 1e3 for h in controller.hook_times)
-    print(f"controller time per epoch outside fit (replayed logs, warm caches): median "
-          f"{np.median(warm):.3f} ms, p90 {np.percentile(warm, 90):.3f} ms")
+        replayed.extend(h[0] * 1e6 for h in controller.hook_times)
+    print("controller parts, each alone (wall, median per call):")
+    for name, us in parts.items():
+        print(f"    {name:40} {us:8.1f} us")
+    print(f"    {'on_epoch_end, replayed logs (all parts)':40} {np.median(replayed):8.1f} us")
     values = [d.monitor for d in decisions]
     snapshots = sum(v < min(values[:i], default=np.inf) for i, v in enumerate(values))
     print(f"last fit: {sum(d.action == 'lower' for d in decisions)} lower, "
           f"{sum(d.action == 'keep' for d in decisions)} keep, {snapshots} weight snapshots; "
-          f"best epoch {best_epoch}; "
           f"lr {decisions[0].lr_before:.3g} -> {decisions[-1].lr_after:.3g}")
 
 

@@ -3,7 +3,8 @@
 ``python -m tests.backend_fit BACKEND`` checks that ``import fitpilot`` kept the backend
 that the environment or ``keras.json`` chose (BACKEND), then fits with the controller:
 decisions reach the optimizer, the best weights come back, a NaN restores them and
-stops, a stop action stops; and fitpilot imported no other framework (Keras itself
+stops, a stop action stops, another lr callback is refused, ``validation_freq`` is
+seen; and fitpilot imported no other framework (Keras itself
 may: it imports jax and TensorFlow for its own utilities when they are installed).
 Prints ``ok``.
 """
@@ -99,6 +100,25 @@ def main(backend: str) -> None:
     history = classifier(0.05).fit(x, y, validation_split=0.25, epochs=5, verbose=0,
                                    callbacks=[stop])
     assert len(history.epoch) == 1 and stop.stopped_epoch == 1
+
+    # the other callbacks are found on every backend (from fit's arguments)
+    net = classifier(0.05)
+    try:
+        net.fit(x, y, validation_split=0.25, epochs=2, verbose=0,
+                callbacks=[controller(constant_bundle(KEEP)),
+                           keras.callbacks.ReduceLROnPlateau()])
+    except fitpilot.FitpilotError as exc:
+        assert "ReduceLROnPlateau is in the callbacks" in str(exc), exc
+    else:
+        raise AssertionError("ReduceLROnPlateau was not refused")
+
+    # validation_freq is found on every backend too
+    wait = controller(constant_bundle(KEEP))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        classifier(0.05).fit(x, y, validation_split=0.25, validation_freq=2, epochs=4,
+                             verbose=0, callbacks=[wait])
+    assert [d.action for d in wait.decisions] == ["wait", "keep", "wait", "end"], wait.decisions
 
     others = imported_by_fitpilot - {backend}
     assert not others, f"on the {backend} backend, fitpilot imported {sorted(others)}"
