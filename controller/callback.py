@@ -131,6 +131,12 @@ class LearnedController(keras.callbacks.Callback):
       schedule); ones that also restore weights (``EarlyStopping(restore_best_weights=True)``)
       get a warning that says whose weights the model ends with (the later in the list).
     - It runs on Keras' TensorFlow, JAX and torch backends: the policy is numpy.
+    - A version-2 bundle may read more and do more. Featurizer version 2 also reads the
+      trainable weights after each observed epoch (a fixed sample of at most 16,384
+      coordinates: :mod:`~fitpilot.controller.weight_signals`). An action scheme with
+      ``rollback`` keeps the best epoch's optimizer state and rate too, and its
+      ``rollback`` action puts back that epoch's weights and optimizer state, then sets
+      the rate to its rate times ``rollback_factor``.
     """
 
     def __init__(
