@@ -36,6 +36,8 @@ from fitpilot.errors import FitpilotError
 #: The default number of sampled coordinates, and the seed that draws them.
 SAMPLE_SIZE = 16_384
 SAMPLE_SEED = 0
+# Compiled gathers kept per variable list (an environment alternates between its tasks' models).
+_GATHERS_KEPT = 16
 
 
 class WeightSignalsError(FitpilotError):
@@ -85,10 +87,11 @@ class WeightSignals:
         if sample_size < 1:
             raise WeightSignalsError(f"`sample_size` must be >= 1, got {sample_size}")
         self.sample_size, self.seed = int(sample_size), int(seed)
-        self._shapes: tuple[tuple[int, ...], ...] | None = None
+        self._shapes: tuple[tuple[int, ...], ...] | None = None  # the run's model
         self._indices: list[np.ndarray] = []
-        self._gather: Callable[[], np.ndarray] | None = None
-        self._gathered: tuple[int, ...] = ()  # ids of the variables _gather reads
+        self._samples: dict[tuple[tuple[int, ...], ...], list[np.ndarray]] = {}  # by shapes
+        # by the ids of the variables read (the closures keep them alive: ids stay unique)
+        self._gathers: dict[tuple[int, ...], Callable[[], np.ndarray]] = {}
         self.reset()
 
     def reset(self) -> None:
@@ -98,8 +101,9 @@ class WeightSignals:
         self._last_update: np.ndarray | None = None  # delta_{t-1}
 
     def start(self, weights: Sequence[Any]) -> None:
-        """Start a run from ``weights`` (``w_0``)."""
+        """Start a run from ``weights`` (``w_0``), of this model or another one."""
         self.reset()
+        self._shapes = None  # a run may be of another model (an env's next task)
         self._initial = self._previous = self.sample(weights)
 
     def rebase(self, weights: Sequence[Any]) -> None:
@@ -147,10 +151,11 @@ class WeightSignals:
         weights = list(weights)
         shapes = tuple(tuple(int(d) for d in w.shape) for w in weights)
         if self._shapes is None:
-            self._shapes = shapes
-            self._indices = sample_indices(
-                [math.prod(s) for s in shapes], self.sample_size, self.seed
-            )
+            if shapes not in self._samples:
+                self._samples[shapes] = sample_indices(
+                    [math.prod(s) for s in shapes], self.sample_size, self.seed
+                )
+            self._shapes, self._indices = shapes, self._samples[shapes]
         elif shapes != self._shapes:
             raise WeightSignalsError(
                 f"weights of shapes {shapes} differ from the ones this run sampled "
@@ -160,9 +165,11 @@ class WeightSignals:
             parts = [w.reshape(-1)[i] for w, i in zip(weights, self._indices, strict=True)]
             return np.concatenate(parts).astype(np.float64) if parts else np.zeros(0)
         ids = tuple(id(w) for w in weights)
-        if self._gather is None or ids != self._gathered:
-            self._gather, self._gathered = _backend_gather(weights, self._indices), ids
-        return self._gather()
+        if ids not in self._gathers:
+            if len(self._gathers) >= _GATHERS_KEPT:
+                del self._gathers[next(iter(self._gathers))]
+            self._gathers[ids] = _backend_gather(weights, self._indices)
+        return self._gathers[ids]()
 
 
 def _dot(a: np.ndarray, b: np.ndarray) -> float:

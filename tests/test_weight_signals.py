@@ -104,6 +104,18 @@ def test_rebase_without_start_and_zero_norms() -> None:
         signals.update([np.ones(4, "f")])
 
 
+def test_a_new_run_may_be_of_another_model() -> None:
+    """An environment's featurizer starts runs of its tasks' models in turn."""
+    small, large = sequence(seed=5), [[np.full((40, 30), float(i), "f")] for i in range(1, 4)]
+    signals = WeightSignals(sample_size=100)
+    for history in (small, large, small):
+        signals.start(history[0])
+        got = [dataclasses.astuple(signals.update(w)) for w in history[1:3]]
+        assert signals.size == min(100, history[0][0].size + (5 if history is small else 0))
+        if history is large:  # every coordinate moves alike: exact values on any sample
+            assert got[0][1:] == pytest.approx((1 / 2, 1.0)) and got[1][0] == pytest.approx(1.0)
+
+
 def test_the_sample_bounds_memory_whatever_the_model_size() -> None:
     tracemalloc.start()
     indices = sample_indices([10**9, 3 * 10**9, 7], 16_384, 0)
