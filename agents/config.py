@@ -95,7 +95,7 @@ class EnvSettings:
         actions: the action scheme without its version, e.g.
             ``{"kind": "discrete", "factors": [0.333, 1, 3]}`` or
             ``{"kind": "continuous", "max_log10_factor": 0.5}``.
-        featurizer: :class:`FeaturizerConfig` fields other than ``version``.
+        featurizer: :class:`FeaturizerConfig` fields (``version`` only when it is not 1).
         frame_stack: observations stacked, oldest first (1 = the current one only).
         norm_reward: scale rewards by a running return std (VecNormalize).
         clip_obs: normalised observations are clipped to ``[-clip_obs, clip_obs]``.
@@ -118,7 +118,12 @@ class EnvSettings:
         """Spell out every action and featurizer setting, defaults included (for config.yaml)."""
         scheme, featurizer = self.action_scheme().to_dict(), self.featurizer_config().to_dict()
         self.actions = {k: v for k, v in scheme.items() if k != "version"}
-        self.featurizer = {k: v for k, v in featurizer.items() if k != "version"}
+        # The default version goes unsaid (config.yaml of v1 recipes stays as it was); another is
+        # kept, or featurizer_config() would read its settings against the default version.
+        default = FeaturizerConfig().version
+        self.featurizer = {
+            k: v for k, v in featurizer.items() if k != "version" or v != default
+        }
 
     def action_scheme(self) -> ActionScheme:
         """The scheme of ``actions``; settings it leaves out take the scheme's defaults."""

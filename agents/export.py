@@ -24,7 +24,6 @@ from gymnasium import spaces
 
 from fitpilot.agents.config import TrainError
 from fitpilot.controller.bundle import Bundle
-from fitpilot.controller.features import Featurizer
 from fitpilot.controller.policy import MLPPolicy, ObsNormalization
 
 if TYPE_CHECKING:
@@ -137,13 +136,14 @@ def make_bundle(
 ) -> Bundle:
     """A bundle from a policy, the observation statistics, frame stacking and env settings."""
     numpy_policy = export_policy(policy)
-    inputs = Featurizer.size * frame_stack
+    features = settings.featurizer_config().size
+    inputs = features * frame_stack
     normalization = normalization_of(vec_normalize, inputs)
     if numpy_policy.input_size != inputs or len(normalization.mean) != inputs:
         raise ExportError(
             f"the policy takes {numpy_policy.input_size} inputs and the normalisation has "
             f"{len(normalization.mean)} statistics, but {frame_stack} stacked frames of "
-            f"{Featurizer.size} features are {inputs}"
+            f"{features} features are {inputs}"
         )
     return Bundle(
         policy=numpy_policy,

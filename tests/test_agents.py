@@ -357,3 +357,30 @@ def test_hyperparameter_values_the_algorithm_rejects_leave_no_run_behind(tmp_pat
     assert code == 2 and output.startswith("error: bad PPO hyperparameters: ")
     assert "batch_size" in output and output.count("\n") == 1
     assert RunFolder(out).stored_config() is None  # the corrected command needs no --force
+
+
+@pytest.mark.slow
+def test_a_v2_recipe_trains_and_exports_a_bundle_the_callback_runs(tmp_path: Path) -> None:
+    """Featurizer v2 (weight signals) and the rollback scheme, configured in a recipe, end to end."""
+    import keras
+
+    from fitpilot.controller.callback import LearnedController
+
+    out = tmp_path / "run"
+    code, output = run_cli(
+        "--tasks", "tests.user_tasks:ONE", "--timesteps", "64", "--n-envs", "1",
+        "--eval-every", "0", "--hp", "n_steps=64", "--env", "featurizer.version=2",
+        "--env", "actions.factors=[0.5, 1, 1.5, 2]", "--env", "actions.rollback=true",
+        "--out", str(out), "--no-progress",
+    )
+    assert code == 0, output
+    bundle = load_bundle(out / "controller.zip")
+    assert bundle.featurizer.version == 2 and bundle.featurizer.size == 18
+    assert bundle.policy.input_size == 18 * bundle.frame_stack
+    assert yaml.safe_load((out / "config.yaml").read_text())["env"]["featurizer"]["version"] == 2
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
+    x = np.random.default_rng(0).normal(size=(32, 4)).astype("float32")
+    controller = LearnedController.load(out / "controller.zip")
+    model.fit(x, x[:, :1], validation_split=0.25, epochs=3, verbose=0, callbacks=[controller])
+    assert controller.decisions
