@@ -31,8 +31,8 @@ import numpy as np
 from stable_baselines3.common.vec_env import VecEnv, VecMonitor
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
 
-from fitpilot.agents.config import TrainConfig
-from fitpilot.agents.vecenv import WORKER_THREADS
+from fitpilot.agents.config import WORKER_THREADS, TrainConfig
+from fitpilot.runtime import configure
 
 if TYPE_CHECKING:
     from fitpilot.envs.batched import BatchedCopyEnv, BatchedEpochRunner
@@ -248,8 +248,6 @@ class BatchedVecEnv(VecEnv):
 
 def make_batched_workers(config: TrainConfig, n_envs: int | None = None) -> VecEnv:
     """``n_envs`` monitored copies per task of ``config``'s tasks, batched, in this process."""
-    from fitpilot.runtime import configure
-
     configure(WORKER_THREADS)
     from fitpilot.envs.loading import load_tasks  # loads TensorFlow: configured just above
 

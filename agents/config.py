@@ -48,6 +48,8 @@ from fitpilot.errors import FitpilotError
 ALGORITHMS = ("ppo", "a2c", "dqn")
 # How the environments run: a process each, all in this process, or batched copies of a task.
 VEC_ENVS = ("subproc", "dummy", "batched")
+# TensorFlow threads of each environment process (or of the process holding batched copies).
+WORKER_THREADS = 1
 # Keyword arguments of the algorithm classes that `fitpilot train` sets itself.
 RESERVED_HP = ("policy", "env", "tensorboard_log", "verbose", "seed", "device", "_init_setup_model")
 # Keys that define what a run learns: resuming with other values is refused.

@@ -20,21 +20,18 @@ import multiprocessing
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fitpilot.agents.config import TrainConfig, TrainError
+from fitpilot.agents.config import WORKER_THREADS, TrainConfig, TrainError
+from fitpilot.runtime import configure
 
 if TYPE_CHECKING:
     import gymnasium
     from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
-WORKER_THREADS = 1
-
 
 def make_env(task_spec: str, config: TrainConfig) -> gymnasium.Env:
     """One :class:`KerasTrainingEnv`; TensorFlow is configured and imported here, in the caller."""
-    from fitpilot.runtime import configure
-
     configure(WORKER_THREADS)
-    from fitpilot.envs.env import KerasTrainingEnv
+    from fitpilot.envs.env import KerasTrainingEnv  # loads TensorFlow: configured just above
 
     return KerasTrainingEnv(tasks=task_spec, **config.env.env_kwargs())
 
