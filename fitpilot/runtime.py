@@ -25,10 +25,10 @@ _configured_threads: int | None = None
 def quiet_environment() -> None:
     """Silence TensorFlow's C++ and Python start-up logs (idempotent, no TF import).
 
-    Leaves ``KERAS_BACKEND`` alone: this runs at ``import fitpilot``, in the user's process.
+    Leaves ``KERAS_BACKEND`` and TensorFlow's numerics (oneDNN) alone: this runs at
+    ``import fitpilot``, in the user's process.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     warnings.filterwarnings("ignore", message=r".*np\.find_common_type.*")
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
@@ -49,13 +49,15 @@ def configure(threads: int | None = None) -> int:
 
     For fitpilot's own processes (command line, environment and benchmark workers,
     tests): it also sets ``KERAS_BACKEND=tensorflow`` unless Keras is already loaded,
-    since the environment and the benchmark run TensorFlow whatever ``keras.json`` says.
+    since the environment and the benchmark run TensorFlow whatever ``keras.json`` says,
+    and turns TensorFlow's oneDNN custom ops off (TensorFlow warns they change float results).
 
     Safe to call more than once: once TensorFlow has run an op its pools cannot
     change, and later calls keep the first size. Returns the thread count in force.
     """
     global _configured_threads
     quiet_environment()
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     if "keras" not in sys.modules:
         os.environ["KERAS_BACKEND"] = "tensorflow"
     threads = threads or default_threads()
