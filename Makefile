@@ -5,22 +5,16 @@
 #   make demo    set-up, then the main job: the pretrained controller against Keras'
 #                heuristics on the holdout suite (3 seeds x lr x0.1, x1, x10), report in demo/
 #   make pretrained  set-up, then train the shipped controller from scratch (fixed seed)
-# Set-up reruns only when pyproject.toml changes (or .venv is removed); the package's link tree
-# (below) is rebuilt when a module or data file is added or removed.
+# Set-up reruns only when pyproject.toml changes (or .venv is removed).
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.fitpilot-installed
-# fitpilot installs in setuptools' strict editable mode: build/__editable__.*/ is a tree of links
-# laid out as the import names (fitpilot/envs/... -> envs/...), which pyright and IDEs follow; the
-# folder map of pyproject.toml hides controller/, envs/, agents/ and experiments/ from them
-# otherwise. The tree lists files, so it is rebuilt whenever this list of files changes.
-PACKAGE_FILES := $(sort $(wildcard fitpilot/*.py fitpilot/commands/*.py controller/*.py \
-  envs/*.py agents/*.py experiments/*.py controller/pretrained/*.zip agents/hyperparams/*.yaml \
-  experiments/configs/*.yaml))
-PACKAGE_LIST := $(VENV)/.fitpilot-files
-STRICT := --config-settings editable_mode=strict
+# Static tools (pyright, pylance) cannot follow the folder map of pyproject.toml
+# (fitpilot.envs -> envs/): build/static/ is a tree of links laid out as the import names, which
+# [tool.pyright] extraPaths points them to. Python itself imports through the editable install.
+STATIC := build/static/fitpilot
 # The CPU build of torch lies on this machine's disk; a plain `torch` would pull a CUDA build of
 # several GB. Installed before the package, it satisfies stable-baselines3's torch requirement.
 TORCH ?= torch==2.13.0
@@ -40,19 +34,18 @@ endef
 .PHONY: setup test lint demo pretrained
 
 setup: $(STAMP)
-	@echo "$(PACKAGE_FILES)" | cmp -s - $(PACKAGE_LIST) || { \
-	  echo "setup: relink the package (a module was added or removed)"; \
-	  $(BIN)/python -m pip install -q --no-deps -e . $(STRICT) > $(VENV)/pip.log 2>&1 \
-	    || { cat $(VENV)/pip.log >&2; exit 1; }; \
-	  echo "$(PACKAGE_FILES)" > $(PACKAGE_LIST); }
+	@rm -rf $(STATIC) && mkdir -p $(STATIC)
+	@for path in $$(find fitpilot -mindepth 1 -maxdepth 1 ! -name __pycache__); do \
+	  ln -s "$(CURDIR)/$$path" $(STATIC)/; done
+	@for folder in controller envs agents experiments; do \
+	  ln -s "$(CURDIR)/$$folder" $(STATIC)/$$folder; done
 
 $(STAMP): pyproject.toml
 	@echo "setup: $(VENV) (the first time takes a few minutes)"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(call pip_install,--upgrade pip)
 	$(call pip_install,"$(TORCH)")
-	$(call pip_install,-e ".[dev]" $(STRICT))
-	@echo "$(PACKAGE_FILES)" > $(PACKAGE_LIST)
+	$(call pip_install,-e ".[dev]")
 	@touch $@
 	@echo "setup: done"
 

@@ -242,3 +242,16 @@ def test_the_checks_catch_a_planted_upward_import(monkeypatch: pytest.MonkeyPatc
 def test_the_cycle_check_finds_a_cycle() -> None:
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert cycles(graph) == [["a", "b", "c"]]
+
+
+def test_the_static_link_tree_of_the_makefile_follows_the_map() -> None:
+    """``make setup`` links build/static/fitpilot/<sub> to each mapped folder, for pyright/IDEs."""
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    line = next(row for row in makefile.splitlines() if "for folder in" in row)
+    linked = set(line.split("for folder in", 1)[1].split(";", 1)[0].split())
+    mapped = {  # subpackages whose folder sits at the root, not inside fitpilot/
+        package.split(".", 1)[1]
+        for package, folder in package_dirs().items()
+        if package.count(".") == 1 and folder.parent == ROOT
+    }
+    assert linked == mapped
