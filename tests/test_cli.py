@@ -108,3 +108,11 @@ def test_the_train_command_names_its_flags(args: list[str], message: str, tmp_pa
     result = CliRunner().invoke(app, ["train", *args, "--out", str(tmp_path / "run")])
     assert result.exit_code == 2, result.output
     assert result.output.startswith(f"error: {message}"), result.output
+
+
+def test_vec_is_refused_on_the_ray_backend(tmp_path: Path) -> None:
+    result = run_fitpilot(
+        "train", *TINY_RUN, "--backend", "ray", "--vec", "batched", "--out", str(tmp_path / "r")
+    )
+    assert "--vec batched is for the local backend" in one_error_line(result)
+    assert not (tmp_path / "r").exists()

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from fitpilot.agents.config import build_config, parse_overrides, read_config_file
+from fitpilot.agents.config import TrainError, build_config, parse_overrides, read_config_file
 from fitpilot.agents.train import RunFolder
 from fitpilot.agents.train import train as run_training
 from fitpilot.commands import check_writable, user_errors
@@ -127,6 +127,11 @@ def train(
     if ray is None:
         run()
         return
+    if recipe_config.vec != "subproc":
+        raise TrainError(
+            f"--vec {recipe_config.vec} is for the local backend: with --backend ray each "
+            f"environment is a Ray actor; drop --vec (or vec: from the recipe)"
+        )
     from fitpilot.agents.ray_vecenv import make_ray_workers  # the optional extra, Ray
 
     with session(ray) as ray_module:
