@@ -1,0 +1,49 @@
+"""The benchmark of a given bundle reproduces across machines: stored figures of a tiny cell.
+
+Training a controller with PPO amplifies float differences between CPUs (another
+machine gives another bundle, see ``fitpilot recipe``), but benchmarking a
+*given* bundle does not: every fit is seeded (initial weights, data order) and
+TensorFlow runs with oneDNN off. These figures were measured on the 2-core
+reference machine (2026-11-30); a CPU or library change that moves them shows here.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from fitpilot.envs.loading import load_tasks
+from fitpilot.experiments.runs import Runner, controller_factory
+from fitpilot.experiments.settings import RunKey, RunOrder
+
+TASK, RATE = "tiny_blobs", 0.01  # tests.benchmark_tasks: 8 epochs of a 4-16-3 MLP
+#: (strategy, seed, lr factor) -> (test loss, epochs run)
+STORED = {
+    ("constant", 0, 1.0): (0.4161638617515564, 8),
+    ("constant", 1, 1.0): (0.35091632604599, 8),
+    ("reduce_lr", 0, 1.0): (0.4161638617515564, 8),
+    ("cosine", 0, 1.0): (0.6221868395805359, 8),
+    ("cosine", 1, 1.0): (0.4604323208332062, 8),
+    ("prodigy", 0, 1.0): (0.47061678767204285, 8),
+    # The shipped controller, 9a749c6a5dd33b2a
+    ("learned", 0, 0.1): (0.49521496891975403, 8),
+    ("learned", 0, 1.0): (0.4140094518661499, 6),
+    ("learned", 0, 10.0): (0.6203457713127136, 5),
+    ("learned", 1, 1.0): (0.37003952264785767, 7),
+    ("learned", 1, 10.0): (0.3566182255744934, 4),
+}
+
+
+@pytest.fixture(scope="module")
+def runner() -> Runner:
+    controller = controller_factory("pretrained")
+    return Runner(load_tasks("tests.benchmark_tasks:TASKS"), controller, "pretrained")
+
+
+@pytest.mark.parametrize(("strategy", "seed", "factor"), sorted(STORED))
+def test_runs_of_a_tiny_cell_match_the_stored_figures(
+    runner: Runner, strategy: str, seed: int, factor: float
+) -> None:
+    record = runner.run(RunOrder(RunKey(TASK, seed, factor, strategy), RATE * factor))
+    test_loss, epochs = STORED[(strategy, seed, factor)]
+    assert record.epochs == epochs
+    assert record.test_loss == pytest.approx(test_loss, rel=1e-6)
