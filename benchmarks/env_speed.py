@@ -44,6 +44,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from measure import peak_rss_mb  # benchmarks/measure.py, beside this script
+
 from fitpilot import runtime
 
 
@@ -158,14 +160,6 @@ def hand_written_epoch(task: Any) -> Callable[[int], Any]:
 
     return lambda e: epoch(tf.constant([1, e], tf.int64)).numpy()
 
-
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, in MB (Linux ``/proc``)."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def batched_speed(task: Any, copies: list[int], rounds: int, steps: int) -> None:

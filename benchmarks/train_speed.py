@@ -34,6 +34,8 @@ import os
 import time
 from typing import Any
 
+from measure import peak_rss_mb  # benchmarks/measure.py, beside this script
+
 from fitpilot import runtime
 from fitpilot.agents.config import VEC_ENVS
 
@@ -89,14 +91,6 @@ def measure(n_envs: int, timesteps: int, suite: str, seed: int, vec: str) -> dic
         "load": os.getloadavg()[0],
     }
 
-
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, in MB (Linux ``/proc``)."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def cpu_seconds(pid: int) -> float:

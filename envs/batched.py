@@ -34,7 +34,7 @@ from tensorflow.python.ops.parallel_for import pfor
 
 from fitpilot.controller.actions import check_settable_learning_rate
 from fitpilot.envs.env import KerasTrainingEnv
-from fitpilot.envs.runner import EpochRunner, Logs, ModelResetter, RunnerError, _to_tensor
+from fitpilot.envs.runner import EpochRunner, Logs, ModelResetter, RunnerError, split_tensors
 from fitpilot.envs.tasks import TrainingTask
 
 # run_epochs trains at most copies // FEW copies with one call each (a call of one copy
@@ -105,12 +105,9 @@ class BatchedEpochRunner:
         _register_bitcast_pfor()
         tf.config.experimental.enable_op_determinism()
         self.task, self.copies, self.shuffle = task, int(copies), shuffle
-        data = task.data()
         self.model = task.compiled_model()
         check_settable_learning_rate(self.model.optimizer, f"task {task.name!r}")
-        self._train = (_to_tensor(data.train.x), _to_tensor(data.train.y))
-        self._validation = (_to_tensor(data.validation.x), _to_tensor(data.validation.y))
-        self._test = (_to_tensor(data.test.x), _to_tensor(data.test.y))
+        self._train, self._validation, self._test = split_tensors(task)
         model = self.model
         model.test_step((self._train[0][:2], self._train[1][:2]))  # builds loss and metrics
         model.optimizer.build(model.trainable_variables)

@@ -291,6 +291,18 @@ def _to_tensor(array: np.ndarray) -> tf.Tensor:
     return tf.constant(array)
 
 
+Tensors = tuple[tf.Tensor, tf.Tensor]
+
+
+def split_tensors(task: TrainingTask) -> tuple[Tensors, Tensors, Tensors]:
+    """The task's train, validation and test splits as ``(x, y)`` constants on the device."""
+    data = task.data()
+    return tuple(  # type: ignore[return-value]
+        (_to_tensor(split.x), _to_tensor(split.y))
+        for split in (data.train, data.validation, data.test)
+    )
+
+
 # --- the fast path: a whole epoch in one tf.function ---------------------------------
 
 
@@ -349,12 +361,9 @@ class FastEpochRunner(_ModelAccess):
         self.shuffle = shuffle
         self.epoch = 0
         self._seed = 0
-        data = task.data()
         self.model = task.compiled_model()
         check_settable_learning_rate(self.model.optimizer, f"task {task.name!r}")
-        self._train = (_to_tensor(data.train.x), _to_tensor(data.train.y))
-        self._validation = (_to_tensor(data.validation.x), _to_tensor(data.validation.y))
-        self._test = (_to_tensor(data.test.x), _to_tensor(data.test.y))
+        self._train, self._validation, self._test = split_tensors(task)
         # Build the model, the compiled loss and metrics, and the optimizer eagerly:
         # no variable may be created inside the traced loop.
         self.model.test_step((self._train[0][:2], self._train[1][:2]))
