@@ -40,6 +40,9 @@ SKIPPED = {
     "make demo": "the pretrained benchmark on holdout (minutes); the Benchmark section's first "
     "command runs its flags, scaled down",
     "make test": "runs the tests, this one included",
+    "fitpilot recipe experiments/configs/pretrained.yaml --seeds 3 --out runs/pretrained":
+    "trains the shipped recipe 3 times and benchmarks each bundle (40 minutes); "
+    "tests/test_recipe.py runs the command on a tiny recipe",
     "pip install 'fitpilot[ray]'": "installs a package (the dev extras hold ray already)",
     "fitpilot train --backend ray --ray-address ray://head-node:10001 --n-envs 16 --out runs/ppo":
     "needs a Ray cluster with a Ray Client server",
