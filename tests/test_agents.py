@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import gymnasium
+import keras
 import numpy as np
 import pytest
 import torch
@@ -27,6 +28,7 @@ from fitpilot.agents.export import ExportError, export_bundle
 from fitpilot.agents.train import RunFolder, new_model, train
 from fitpilot.cli import app
 from fitpilot.controller.bundle import load_bundle
+from fitpilot.controller.callback import LearnedController
 from fitpilot.controller.features import Featurizer
 
 torch.set_num_threads(1)  # TensorFlow and torch share the 2 cores
@@ -361,11 +363,7 @@ def test_hyperparameter_values_the_algorithm_rejects_leave_no_run_behind(tmp_pat
 
 @pytest.mark.slow
 def test_a_v2_recipe_trains_and_exports_a_bundle_the_callback_runs(tmp_path: Path) -> None:
-    """Featurizer v2 (weight signals) and the rollback scheme, configured in a recipe, end to end."""
-    import keras
-
-    from fitpilot.controller.callback import LearnedController
-
+    """Featurizer v2 (weight signals) and the rollback scheme in a recipe, end to end."""
     out = tmp_path / "run"
     code, output = run_cli(
         "--tasks", "tests.user_tasks:ONE", "--timesteps", "64", "--n-envs", "1",
