@@ -125,10 +125,11 @@ def _train(
 ) -> None:
     """Train ``config`` into ``run``: reuse a finished identical run, resume a cut one."""
     stored = run.stored_config()
-    if stored is not None and run_differences(config, stored):
+    differences = run_differences(config, stored) if stored is not None else []
+    if differences:
         raise BenchmarkError(
             f"{run.path} holds a training run of another recipe "
-            f"({'; '.join(run_differences(config, stored))}); give another --out, or --force"
+            f"({'; '.join(differences)}); give another --out, or --force"
         )
     done = run.read_summary().get("timesteps", 0) >= config.timesteps and run.bundle.is_file()
     if stored is not None and done:
