@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from fitpilot.experiments.settings import ORACLE, RunKey, RunRecord, Settings, grid_extension
@@ -56,6 +56,17 @@ def grid_val_losses(runs: Iterable[RunRecord], task: str, seeds: int) -> dict[fl
     }
 
 
+def best_factor(losses: Mapping[float, float]) -> float:
+    """The grid factor with the lowest loss (NaN counts as inf; ties: the one nearer x1).
+
+    If no loss is finite (every rate diverged), 1: the default stays.
+    """
+    finite = {f: v for f, v in losses.items() if math.isfinite(v)}
+    if not finite:
+        return 1.0
+    return min(finite, key=lambda f: (finite[f], abs(math.log(f))))
+
+
 def tuned_rate(runs: Iterable[RunRecord], settings: Settings, task: str) -> TunedRate | None:
     """The tuned reference of ``task`` from the grid runs in ``runs``; ``None`` while the base
     grid is incomplete. If no grid rate ever had a finite validation loss, the default."""
@@ -65,9 +76,9 @@ def tuned_rate(runs: Iterable[RunRecord], settings: Settings, task: str) -> Tune
     if not base or any(factor not in losses for factor in base):
         return None
     factors = sorted(losses)
-    best = min(factors, key=lambda f: (losses[f], abs(math.log(f))))  # ties: nearer the default
+    best = best_factor(losses)
     extended = tuple(f for f in factors if f not in base)
-    if not math.isfinite(losses[best]):  # every grid rate diverged: keep the default
+    if not math.isfinite(losses.get(best, math.inf)):  # every grid rate diverged
         return TunedRate(task, info.learning_rate, 1.0, math.inf, extended)
     at_edge = best in (factors[0], factors[-1]) and len(factors) > 1
     return TunedRate(task, info.learning_rate, best, losses[best], extended, at_edge)

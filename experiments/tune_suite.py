@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from fitpilot.envs import load_tasks
+from fitpilot.experiments.reference import best_factor
 from fitpilot.experiments.settings import (
     MAX_EXTENSION_DECADES,
     ORACLE,
@@ -49,17 +50,6 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "tuned_rates.json"
 def _round(factor: float) -> float:
     """4 significant digits, as :func:`~fitpilot.experiments.settings.oracle_factors`."""
     return float(f"{factor:.4g}")
-
-
-def best_factor(scores: Mapping[float, float]) -> float:
-    """The factor with the lowest score (NaN counts as inf; ties: the one nearer 1).
-
-    If no score is finite (every rate diverged), 1: the default stays.
-    """
-    finite = {f: v for f, v in scores.items() if math.isfinite(v)}
-    if not finite:
-        return 1.0
-    return min(finite, key=lambda f: (finite[f], abs(math.log(f))))
 
 
 def extension(scores: Mapping[float, float]) -> float | None:

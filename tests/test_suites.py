@@ -16,8 +16,9 @@ from fitpilot.envs.env import TUNED_SPREAD, KerasTrainingEnv
 from fitpilot.envs.runner import make_runner
 from fitpilot.envs.suites import SUITES, TUNED_LEARNING_RATES, train_v2_extra
 from fitpilot.envs.tasks import TaskError, TrainingTask
+from fitpilot.experiments.reference import best_factor
 from fitpilot.experiments.settings import oracle_factors
-from fitpilot.experiments.tune_suite import best_factor, extension
+from fitpilot.experiments.tune_suite import extension
 from tests.test_tasks import layer_types
 
 
