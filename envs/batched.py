@@ -34,7 +34,14 @@ from tensorflow.python.ops.parallel_for import pfor
 
 from fitpilot.controller.actions import check_settable_learning_rate
 from fitpilot.envs.env import KerasTrainingEnv
-from fitpilot.envs.runner import EpochRunner, Logs, ModelResetter, RunnerError, split_tensors
+from fitpilot.envs.runner import (
+    EpochRunner,
+    Logs,
+    ModelResetter,
+    RunnerError,
+    deterministic,
+    split_tensors,
+)
 from fitpilot.envs.tasks import TrainingTask
 
 # run_epochs trains at most copies // FEW copies with one call each (a call of one copy
@@ -97,13 +104,13 @@ class BatchedEpochRunner:
         epochs: ``int[N]``, epochs trained since each copy's reset.
     """
 
+    @deterministic
     def __init__(
         self, task: TrainingTask, copies: int, shuffle: bool = True, jit_compile: bool = True
     ) -> None:
         if copies < 1:
             raise RunnerError(f"`copies` must be >= 1, got {copies}")
         _register_bitcast_pfor()
-        tf.config.experimental.enable_op_determinism()
         self.task, self.copies, self.shuffle = task, int(copies), shuffle
         self.model = task.compiled_model()
         check_settable_learning_rate(self.model.optimizer, f"task {task.name!r}")
@@ -352,6 +359,7 @@ class BatchedEpochRunner:
 
     # -- the Python side ---------------------------------------------------------
 
+    @deterministic
     def reset_copy(self, index: int, seed: int, learning_rate: float) -> None:
         """Copy ``index`` starts afresh: the weights a FastEpochRunner reset with ``seed`` draws."""
         self._check_open()
@@ -362,6 +370,7 @@ class BatchedEpochRunner:
         self.epochs[index] = 0
         self._remember[index] = self._remembered[index] = False
 
+    @deterministic
     def run_epochs(self, active: np.ndarray | None = None) -> np.ndarray:
         """Train one epoch of the ``active`` copies (default: all) in one call.
 
@@ -418,10 +427,12 @@ class BatchedEpochRunner:
         """Copy ``index``'s logs of the last :meth:`run_epochs` call."""
         return dict(zip(self.keys, self._logs[index].tolist(), strict=True))
 
+    @deterministic
     def remember(self, index: int) -> None:
         """Snapshot copy ``index``'s weights (done at the start of the next call)."""
         self._remember[index] = True
 
+    @deterministic
     def restore(self, index: int) -> None:
         """Put copy ``index``'s last snapshot back."""
         if self._remember[index]:  # the snapshot would be the current weights
@@ -432,6 +443,7 @@ class BatchedEpochRunner:
             raise RunnerError("restore_weights() called before remember_weights()")
         self._restore_function(tf.constant(index))
 
+    @deterministic
     def evaluate_test(self, index: int) -> Logs:
         """``{"loss": ..., "<metric>": ...}`` of copy ``index`` on the test split."""
         self._check_open()

@@ -121,6 +121,21 @@ def test_copies_move_to_the_next_task_truncated() -> None:
         venv.close()
 
 
+def test_the_batched_runner_leaves_op_determinism_as_it_found_it() -> None:
+    """Like the single runners: a user's own fit with Dropout afterwards must still run."""
+    from tensorflow.python.framework import config as tf_config
+
+    assert not tf_config.is_op_determinism_enabled()
+    group = BatchedEpochRunner(TASKS[0], 2, **FAST)
+    try:
+        group.reset_copy(0, seed=0, learning_rate=0.01)
+        group.reset_copy(1, seed=1, learning_rate=0.01)
+        group.run_epochs()
+        assert not tf_config.is_op_determinism_enabled()
+    finally:
+        group.close()
+
+
 def test_a_single_copy_passes_check_env() -> None:
     from gymnasium.utils.env_checker import check_env as gym_check
     from stable_baselines3.common.env_checker import check_env as sb3_check
