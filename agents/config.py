@@ -40,7 +40,9 @@ from fitpilot.envs import (
     DEFAULT_EPOCH_COST,
     DEFAULT_LR_DISTRIBUTION,
     DEFAULT_LR_FACTOR_RANGE,
+    DEFAULT_REWARD,
     DEFAULT_TUNED_FRACTION,
+    REWARDS,
 )
 from fitpilot.envs.tasks import LR_DISTRIBUTIONS
 from fitpilot.errors import FitpilotError
@@ -93,6 +95,9 @@ class EnvSettings:
             ``tuned_learning_rate``, ``tuned_fraction`` of the starts within x1.5 of it,
             the rest x a log-uniform factor from ``lr_factor_range``.
         tuned_fraction: the share of starts near the tuned rate (``"tuned"`` only).
+        reward: ``"absolute"`` (the policy's own progress) or ``"relative"`` (its progress
+            beyond a ``ReduceLROnPlateau`` reference run of the same cell; single-run
+            environments only, see :class:`~fitpilot.envs.env.KerasTrainingEnv`).
         min_lr, max_lr: absolute clamp of the learning rate.
         actions: the action scheme without its version, e.g.
             ``{"kind": "discrete", "factors": [0.333, 1, 3]}`` or
@@ -108,6 +113,7 @@ class EnvSettings:
     lr_factor_range: tuple[float, float] = DEFAULT_LR_FACTOR_RANGE
     lr_distribution: str = DEFAULT_LR_DISTRIBUTION
     tuned_fraction: float = DEFAULT_TUNED_FRACTION
+    reward: str = DEFAULT_REWARD
     min_lr: float = DEFAULT_MIN_LR
     max_lr: float = DEFAULT_MAX_LR
     actions: dict[str, Any] = field(default_factory=lambda: {"kind": "discrete"})
@@ -150,6 +156,7 @@ class EnvSettings:
             "lr_factor_range": tuple(self.lr_factor_range),
             "lr_distribution": self.lr_distribution,
             "tuned_fraction": self.tuned_fraction,
+            "reward": self.reward,
             "epoch_cost": self.epoch_cost,
             "divergence_penalty": self.divergence_penalty,
             "min_lr": self.min_lr,
@@ -175,6 +182,19 @@ class EnvSettings:
             )
         if not 0 <= self.tuned_fraction <= 1:
             raise TrainError(f"env.tuned_fraction must be in [0, 1], got {self.tuned_fraction}")
+        if self.reward not in REWARDS:
+            raise TrainError(f"env.reward must be one of {', '.join(REWARDS)}, got {self.reward!r}")
+
+    def batched_obstacles(self) -> list[str]:
+        """The settings that need single-run environments (``vec`` subproc or dummy)."""
+        obstacles = []
+        if self.featurizer_config().uses_weights:
+            obstacles.append("env.featurizer version 2 (weight features)")
+        if getattr(self.action_scheme(), "rollback", False):
+            obstacles.append("env.actions rollback")
+        if self.reward == "relative":
+            obstacles.append("env.reward 'relative' (reference runs)")
+        return obstacles
 
 
 @dataclass
@@ -240,6 +260,12 @@ class TrainConfig:
         if self.eval_every < 0:
             raise TrainError(f"`eval_every` must be >= 0 (0 disables), got {self.eval_every}")
         self.env.check()
+        obstacles = self.env.batched_obstacles() if self.vec == "batched" else []
+        if obstacles:
+            raise TrainError(
+                f"`vec='batched'` cannot run {', '.join(obstacles)}: the batched copies train "
+                f"together; use `vec='subproc'` or `vec='dummy'`"
+            )
         if self.algo == "dqn" and self.env.actions.get("kind") != "discrete":
             raise TrainError(
                 "DQN needs discrete actions; use `algo='ppo'` or `algo='a2c'` for continuous ones"

@@ -337,6 +337,7 @@ class _Session:
             "tasks": config.task_spec,
             "seed": config.seed,
             "epoch_cost": config.env.epoch_cost,
+            "reward": config.env.reward,
             "lr_factor_range": list(config.env.lr_factor_range),
         }
         return export_bundle(model, config.env, metadata)

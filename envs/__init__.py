@@ -24,14 +24,19 @@ DEFAULT_DIVERGENCE_PENALTY = 1.0
 DEFAULT_LR_FACTOR_RANGE = (0.01, 100.0)
 DEFAULT_LR_DISTRIBUTION = "default"
 DEFAULT_TUNED_FRACTION = 1 / 3
+#: What the reward measures: the policy's own progress, or its progress beyond the reference run.
+REWARDS = ("absolute", "relative")
+DEFAULT_REWARD = "absolute"
 
 __all__ = [
     "DEFAULT_DIVERGENCE_PENALTY",
     "DEFAULT_EPOCH_COST",
     "DEFAULT_LR_DISTRIBUTION",
     "DEFAULT_LR_FACTOR_RANGE",
+    "DEFAULT_REWARD",
     "DEFAULT_TUNED_FRACTION",
     "ENV_ID",
+    "REWARDS",
     "Split",
     "TaskData",
     "TaskError",

@@ -31,10 +31,13 @@ from fitpilot.envs import (
     DEFAULT_EPOCH_COST,
     DEFAULT_LR_DISTRIBUTION,
     DEFAULT_LR_FACTOR_RANGE,
+    DEFAULT_REWARD,
     DEFAULT_TUNED_FRACTION,
     ENV_ID,
+    REWARDS,
 )
 from fitpilot.envs.loading import load_tasks
+from fitpilot.envs.reference_run import ReferenceCurves
 from fitpilot.envs.runner import EpochRunner, Logs, make_runner
 from fitpilot.envs.tasks import LR_DISTRIBUTIONS, TaskError, TrainingTask
 from fitpilot.errors import FitpilotError
@@ -104,6 +107,18 @@ class KerasTrainingEnv(gymnasium.Env):
     best at the end) - epoch_cost * (epochs - 1)``: a good model, paid for with
     epochs. A divergence gives ``-divergence_penalty``.
 
+    With ``reward="relative"`` the same progress is paid *beyond a reference run*: the
+    benchmark's ``ReduceLROnPlateau`` trained on the same task, seed and starting rate
+    to the full budget ``T`` (trained once per such cell at ``reset``; see
+    :mod:`~fitpilot.envs.reference_run`), whose best ``monitor`` value after epoch
+    ``t`` is ``R_t``. Epoch ``t``'s reward is ``[log B_(t-1) - log B_t] - [log R_(t-1) -
+    log R_t] - epoch_cost`` (``B``: the policy's best), a stop after epoch ``t`` pays
+    ``log R_T - log R_t`` (the progress the reference still made), and a divergence
+    after epoch ``t - 1`` pays ``log R_T - log R_(t-1) - divergence_penalty``. Over an
+    episode the rewards add up to ``log(R_T / B_end) - epoch_cost * (epochs - 1)``
+    (minus the penalty): zero for matching the heuristic, negative for harm. Needs a
+    runner that trains one run alone (not the batched copies).
+
     ## Starting State
 
     A task drawn uniformly (or ``options["task"]``), fresh weights and data order
@@ -150,6 +165,7 @@ class KerasTrainingEnv(gymnasium.Env):
         divergence_penalty: reward (negated) when the loss becomes NaN or inf.
         min_lr, max_lr: absolute clamp of the learning rate.
         monitor: the validation key whose best value the reward follows.
+        reward: ``"absolute"`` or ``"relative"`` (see Rewards).
 
     ## Example
 
@@ -176,6 +192,7 @@ class KerasTrainingEnv(gymnasium.Env):
         monitor: str = "val_loss",
         lr_distribution: str = DEFAULT_LR_DISTRIBUTION,
         tuned_fraction: float = DEFAULT_TUNED_FRACTION,
+        reward: str = DEFAULT_REWARD,
     ) -> None:
         self.tasks = load_tasks(tasks) if isinstance(tasks, str) else list(tasks)
         if not self.tasks:
@@ -193,7 +210,11 @@ class KerasTrainingEnv(gymnasium.Env):
             )
         if not 0 <= tuned_fraction <= 1:
             raise EnvError(f"tuned_fraction must be in [0, 1], got {tuned_fraction}")
+        if reward not in REWARDS:
+            raise EnvError(f"reward must be one of {', '.join(REWARDS)}, got {reward!r}")
         self.lr_distribution = lr_distribution
+        self.reward = reward
+        self.reference_curves = ReferenceCurves()
         self.tuned_fraction = float(tuned_fraction)
         self.epoch_cost = float(epoch_cost)
         self.divergence_penalty = float(divergence_penalty)
@@ -214,6 +235,7 @@ class KerasTrainingEnv(gymnasium.Env):
         self.last_action = "start"
         self._epoch_lr = math.nan  # the rate the next (or last) epoch trains with
         self._best_lr = math.nan  # the rate of the best epoch
+        self._reference: np.ndarray | None = None  # relative reward: the cell's R_t, t = 1..T
         self._last_obs = np.zeros(self.observation_space.shape, np.float32)
         self._done = False  # the last epoch ended the episode (budget or divergence)
         self._needs_reset = False  # a step returned terminated: only reset may follow
@@ -255,7 +277,12 @@ class KerasTrainingEnv(gymnasium.Env):
         self.runner = self._runner_for(self.task)
         if getattr(self.actions, "rollback", False):  # actions v2: snapshots with optimizer state
             self._runner_feature("track_optimizer_state", "the rollback action")()
-        self.runner.reset(seed=int(self.np_random.integers(2**31 - 1)), learning_rate=lr)
+        seed = int(self.np_random.integers(2**31 - 1))
+        if self.reward == "relative":
+            self._reference = self.reference_curves.get(
+                self.task.name, self.runner, seed, lr, self.task.epochs, self.monitor
+            )
+        self.runner.reset(seed=seed, learning_rate=lr)
         self.featurizer.reset(budget=self.task.epochs, weights=self._weights())
         self.initial_learning_rate = lr
         self.best = math.inf
@@ -299,7 +326,8 @@ class KerasTrainingEnv(gymnasium.Env):
         self.last_action = decision.name
         if decision.stop or self._done:  # _done: the epoch of reset diverged
             self._needs_reset = True
-            return self._last_obs, 0.0, True, False, self._info(final=True)
+            reward = 0.0 if self._done else self._reference_progress_after(self.runner.epoch)
+            return self._last_obs, -reward, True, False, self._info(final=True)
         previous = self.runner.learning_rate
         if decision.rollback:  # the best epoch's weights, optimizer state and rate
             self.runner.restore_weights()
@@ -347,21 +375,41 @@ class KerasTrainingEnv(gymnasium.Env):
         self.logs = logs
         self._last_obs = self.featurizer.observe(self.logs, self._epoch_lr, self._weights())
         value = self.logs.get(self.monitor, math.nan)
+        epoch = self.runner.epoch
         if is_divergent(self.logs, ("loss", self.monitor)):
             self._done = True
-            return self._last_obs, -self.divergence_penalty, True, self._info(
+            forfeited = self._reference_progress_after(epoch - 1) if epoch > 1 else 0.0
+            return self._last_obs, -self.divergence_penalty - forfeited, True, self._info(
                 final=True, diverged=True
             )
-        reward = 0.0 if self.runner.epoch == 1 else -self.epoch_cost
+        reward = 0.0 if epoch == 1 else -self.epoch_cost
         if value < self.best:
             if math.isfinite(self.best):
-                reward += math.log(self.best) - math.log(max(value, 1e-12))
-            self.best, self.best_epoch = value, self.runner.epoch
+                reward += _log(self.best) - _log(value)
+            self.best, self.best_epoch = value, epoch
             self._best_lr = self._epoch_lr
             self.runner.remember_weights()
-        terminated = self.runner.epoch >= self.task.epochs
+        if epoch > 1:  # the reference's progress in the same epoch is the bar
+            reward -= self._reference_progress(epoch - 1, epoch)
+        terminated = epoch >= self.task.epochs
         self._done = terminated
         return self._last_obs, float(reward), terminated, self._info(final=terminated)
+
+    def _reference_progress(self, start: int, end: int) -> float:
+        """``log R_start - log R_end`` (epochs, 1-based) with ``reward="relative"``, else 0.
+
+        0 too while the reference has no finite best at ``start`` (its first epoch
+        diverged, as the policy's then did).
+        """
+        if self._reference is None or self.reward != "relative":
+            return 0.0
+        before, after = self._reference[start - 1], self._reference[end - 1]
+        return _log(before) - _log(after) if math.isfinite(before) else 0.0
+
+    def _reference_progress_after(self, epoch: int) -> float:
+        """The reference's progress from ``epoch`` to the end of the budget (see above)."""
+        assert self.task is not None
+        return self._reference_progress(epoch, self.task.epochs)
 
     def _info(self, final: bool, diverged: bool = False) -> dict[str, Any]:
         assert self.runner is not None and self.task is not None
@@ -446,6 +494,11 @@ class KerasTrainingEnv(gymnasium.Env):
         if task.name not in self._runners:
             self._runners[task.name] = make_runner(task)
         return self._runners[task.name]
+
+
+def _log(value: float) -> float:
+    """Natural log of a loss, floored at 1e-12 (a loss of 0 stays finite)."""
+    return math.log(max(value, 1e-12))
 
 
 def _checked_options(options: Any) -> dict[str, Any]:

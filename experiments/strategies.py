@@ -15,6 +15,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from fitpilot.envs.reference_run import reduce_lr_on_plateau
 from fitpilot.experiments.settings import ORACLE, STRATEGIES, BenchmarkError
 
 #: The compiled model a strategy trains (default ``"constant"``: the task's optimizer at a
@@ -53,13 +54,6 @@ class RestoreBestWeights(keras.callbacks.Callback):
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         if self.best_weights is not None:
             self.model.set_weights(self.best_weights)
-
-
-def reduce_lr_on_plateau() -> keras.callbacks.ReduceLROnPlateau:
-    """The ``ReduceLROnPlateau`` of BENCHMARK.md."""
-    return keras.callbacks.ReduceLROnPlateau(
-        monitor="val_loss", factor=0.5, patience=3, min_lr=1e-5, cooldown=2
-    )
 
 
 def strategy_callbacks(
