@@ -25,7 +25,7 @@ lowers or keeps the learning rate: every fit runs all its epochs (no stop, no
 divergence), so both sides train the same number of epochs.
 
     .venv/bin/python benchmarks/callback_overhead.py --model mlp --repeats 7
-    .venv/bin/python benchmarks/callback_overhead.py --model cnn --repeats 7
+    .venv/bin/python benchmarks/callback_overhead.py --model cnn --repeats 7 --featurizer 2
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ import argparse
 import os
 import statistics
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -42,17 +43,23 @@ import numpy as np
 from fitpilot import runtime
 
 
-def keep_or_lower_bundle(seed: int = 0):
-    """A random discrete bundle that never raises the lr and never stops."""
+def keep_or_lower_bundle(seed: int = 0, featurizer_version: int = 1):
+    """A random discrete bundle that never raises the lr and never stops.
+
+    ``featurizer_version`` 2 adds the weight features and the version-2 actions
+    (rollback, never taken), so the best epoch's optimizer state is kept too.
+    """
     from fitpilot.controller.actions import DiscreteActions
     from fitpilot.controller.bundle import Bundle
     from fitpilot.controller.features import Featurizer, FeaturizerConfig
     from fitpilot.controller.policy import MLPPolicy, ObsNormalization
 
     rng = np.random.default_rng(seed)
-    actions, size, hidden = DiscreteActions(), Featurizer.size, 64
-    head_bias = np.zeros(actions.n, "f")
-    head_bias[[2, 3]] = -1e3  # never "raise" (index 2), never "stop" (index 3)
+    featurizer = FeaturizerConfig(version=featurizer_version)
+    actions = DiscreteActions() if featurizer_version == 1 else DiscreteActions.v2()
+    size, hidden = Featurizer(featurizer).size, 64
+    head_bias = np.full(actions.n, -1e3, "f")  # never raise, stop or roll back:
+    head_bias[[0, 1]] = 0.0  # the first two actions of both schemes: lower (x1/3, x0.5), keep
     policy = MLPPolicy(
         hidden=(
             (rng.normal(0, 0.5, (size, hidden)).astype("f"), np.zeros(hidden, "f")),
@@ -61,7 +68,7 @@ def keep_or_lower_bundle(seed: int = 0):
         head=(rng.normal(0, 0.5, (hidden, actions.n)).astype("f"), head_bias),
     )
     normalization = ObsNormalization(np.zeros(size, "f"), np.ones(size, "f"))
-    return Bundle(policy, FeaturizerConfig(), actions, normalization, 1, {"algo": "benchmark"})
+    return Bundle(policy, featurizer, actions, normalization, 1, {"algo": "benchmark"})
 
 
 def mlp_setup(epochs: int | None) -> tuple[Any, dict[str, Any], float, str]:
@@ -119,11 +126,13 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="default: mlp 40, cnn 6")
     parser.add_argument("--threads", type=int, default=1, help="TensorFlow threads")
     parser.add_argument("--bundle-seed", type=int, default=3, help="seed of the random policy")
+    parser.add_argument("--featurizer", type=int, choices=(1, 2), default=1,
+                        help="featurizer version of the bundle (2: weight features, rollback)")
     args = parser.parse_args()
     runtime.configure(args.threads)
 
     from fitpilot.controller.actions import get_learning_rate, set_learning_rate
-    from fitpilot.controller.callback import LearnedController, _copy_values
+    from fitpilot.controller.callback import LearnedController, _copy_values, _optimizer_state
     from fitpilot.envs.runner import ModelResetter
 
     class TimedController(LearnedController):
@@ -143,7 +152,7 @@ def main() -> None:
     epochs = fit_args["epochs"]
     model.fit(fit_args["x"][:64], fit_args["y"][:64], epochs=1, verbose=0)  # trace once
     resetter = ModelResetter(model)
-    controller = TimedController(keep_or_lower_bundle(args.bundle_seed))
+    controller = TimedController(keep_or_lower_bundle(args.bundle_seed, args.featurizer))
 
     def fit(with_controller: bool) -> tuple[float, float]:
         """One fit from the same initial weights: (wall seconds, process CPU seconds)."""
@@ -167,7 +176,8 @@ def main() -> None:
     load_after = os.getloadavg()
 
     print(f"model {args.model}: {description}, {epochs} epochs, {model.count_params():,} "
-          f"weights, {args.threads} TF thread(s), {args.repeats} pairs of fits")
+          f"weights, {args.threads} TF thread(s), {args.repeats} pairs of fits, featurizer "
+          f"version {args.featurizer}")
     print(f"load average before {' '.join(f'{v:.2f}' for v in load_before)}, after "
           f"{' '.join(f'{v:.2f}' for v in load_after)} ({os.cpu_count()} CPUs)")
     for column, clock in enumerate(("wall", "CPU")):
@@ -198,13 +208,17 @@ def main() -> None:
                   for e in range(epochs)]
     featurizer, pipeline, policy = (controller.featurizer, controller.pipeline,
                                     controller.bundle.policy)
-    featurizer.reset(budget=epochs)
-    obs = featurizer.observe(epoch_logs[0], lr)
+    trainable = model.trainable_variables if featurizer.config.uses_weights else None
+    featurizer.reset(budget=epochs, weights=trainable)
+    obs = featurizer.observe(epoch_logs[0], lr, trainable)
     parts = {
         "lr read (optimizer variable -> float)": median_us(lambda: get_learning_rate(optimizer)),
         "lr assignment": median_us(lambda: set_learning_rate(optimizer, lr)),
         "best-weights snapshot": median_us(lambda: _copy_values(weights), 100),
-        "featurizer.observe": median_us(lambda: featurizer.observe(epoch_logs[-1], lr)),
+        "featurizer.observe": median_us(
+            lambda: featurizer.observe(epoch_logs[-1], lr, trainable)),
+        "optimizer state snapshot (rollback)": median_us(
+            lambda: _copy_values(_optimizer_state(optimizer)), 100),
         "normalisation + frame stack + policy": median_us(
             lambda: policy.act(pipeline(obs)[None])),
     }
@@ -221,8 +235,9 @@ def main() -> None:
     print(f"    {'on_epoch_end, replayed logs (all parts)':40} {np.median(replayed):8.1f} us")
     values = [d.monitor for d in decisions]
     snapshots = sum(v < min(values[:i], default=np.inf) for i, v in enumerate(values))
-    print(f"last fit: {sum(d.action == 'lower' for d in decisions)} lower, "
-          f"{sum(d.action == 'keep' for d in decisions)} keep, {snapshots} weight snapshots; "
+    taken = Counter(d.action for d in decisions)
+    print(f"last fit: {', '.join(f'{n} {name}' for name, n in taken.items())}, "
+          f"{snapshots} weight snapshots; "
           f"lr {decisions[0].lr_before:.3g} -> {decisions[-1].lr_after:.3g}")
 
 
