@@ -42,6 +42,7 @@ from fitpilot.agents.evaluate import Evaluator
 from fitpilot.agents.export import export_bundle
 from fitpilot.agents.vecenv import make_workers, wrap
 from fitpilot.controller.bundle import save_bundle
+from fitpilot.envs import DEFAULT_REWARD
 from fitpilot.envs.loading import check_spec, load_tasks
 from fitpilot.errors import first_line
 from fitpilot.jsonable import jsonable
@@ -337,9 +338,10 @@ class _Session:
             "tasks": config.task_spec,
             "seed": config.seed,
             "epoch_cost": config.env.epoch_cost,
-            "reward": config.env.reward,
             "lr_factor_range": list(config.env.lr_factor_range),
         }
+        if config.env.reward != DEFAULT_REWARD:  # absolute-reward bundles keep their manifest
+            metadata["reward"] = config.env.reward
         return export_bundle(model, config.env, metadata)
 
     def save(self) -> None:

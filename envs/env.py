@@ -326,8 +326,8 @@ class KerasTrainingEnv(gymnasium.Env):
         self.last_action = decision.name
         if decision.stop or self._done:  # _done: the epoch of reset diverged
             self._needs_reset = True
-            reward = 0.0 if self._done else self._reference_progress_after(self.runner.epoch)
-            return self._last_obs, -reward, True, False, self._info(final=True)
+            forfeited = 0.0 if self._done else self._reference_progress_after(self.runner.epoch)
+            return self._last_obs, 0.0 - forfeited, True, False, self._info(final=True)
         previous = self.runner.learning_rate
         if decision.rollback:  # the best epoch's weights, optimizer state and rate
             self.runner.restore_weights()
