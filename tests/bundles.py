@@ -31,3 +31,8 @@ def write_random_bundle(path: str | Path, seed: int = 0, frame_stack: int = 1) -
     """Save :func:`random_bundle` to ``path``; return the path."""
     save_bundle(random_bundle(seed, frame_stack), path)
     return Path(path)
+
+
+#: The controller fitpilot shipped before v2 (featurizer and actions version 1, PPO on the
+#: `train` suite, `59e98e941ccfe1d5`), kept to test that v1 bundles load and act as before.
+V1_BUNDLE = Path(__file__).parent / "data" / "controller_v1_59e98e94.zip"

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from fitpilot.controller.bundle import Bundle, load_bundle, save_bundle
-from fitpilot.controller.callback import PRETRAINED, LearnedController
+from fitpilot.controller.callback import LearnedController
 from fitpilot.controller.features import (
     FEATURE_NAMES,
     WEIGHT_FEATURE_NAMES,
@@ -26,7 +26,7 @@ from fitpilot.controller.weight_signals import (
     WeightSignalValues,
     sample_indices,
 )
-from tests.bundles import random_bundle
+from tests.bundles import V1_BUNDLE, random_bundle
 
 V2 = FeaturizerConfig(version=2)
 
@@ -206,19 +206,13 @@ def test_bundles_record_v2_and_v1_bundles_load_as_before(tmp_path) -> None:
     save_bundle(v2_bundle(), path)
     loaded = load_bundle(path)
     assert loaded.featurizer == V2 and loaded.make_featurizer().size == 18
-    # The shipped v1 bundle: loads, and its manifest re-serialises to the same hash
+    # The previously shipped v1 bundle: loads, and its manifest re-serialises to the same hash
     # (a v1 featurizer/action dict is byte-for-byte what it was).
-    import importlib.resources
+    import json
+    import zipfile
 
-    resource = importlib.resources.files("fitpilot.controller").joinpath(PRETRAINED)
-    if not resource.is_file():
-        pytest.skip("no pretrained bundle in this checkout")
-    with importlib.resources.as_file(resource) as shipped:
-        import json
-        import zipfile
-
-        stored = json.loads(zipfile.ZipFile(shipped).read("manifest.json"))
-        bundle = load_bundle(shipped)
+    stored = json.loads(zipfile.ZipFile(V1_BUNDLE).read("manifest.json"))
+    bundle = load_bundle(V1_BUNDLE)
     assert bundle.featurizer.version == 1 and bundle.make_featurizer().size == 15
     assert bundle.content_hash == stored["hash"]
     assert bundle.manifest()["featurizer"] == stored["featurizer"]
