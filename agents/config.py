@@ -372,11 +372,15 @@ def build_config(
 
 
 def run_differences(config: TrainConfig, other: Mapping[str, Any]) -> list[str]:
-    """The dotted keys among :data:`RUN_KEYS` whose values differ from the recipe ``other``."""
-    return _diff(
-        {k: v for k, v in config.to_dict().items() if k in RUN_KEYS},
-        {k: v for k, v in other.items() if k in RUN_KEYS},
-    )
+    """The dotted keys among :data:`RUN_KEYS` whose values differ from the recipe ``other``.
+
+    An ``env`` setting that ``other`` lacks (a run written before the setting existed)
+    counts as its default, which is what that run trained with.
+    """
+    stored = {k: v for k, v in other.items() if k in RUN_KEYS}
+    if isinstance(stored.get("env"), Mapping):
+        stored["env"] = {**TrainConfig().to_dict()["env"], **stored["env"]}
+    return _diff({k: v for k, v in config.to_dict().items() if k in RUN_KEYS}, stored)
 
 
 def check_hyperparameters(config: TrainConfig) -> None:

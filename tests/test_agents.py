@@ -81,6 +81,12 @@ def test_recipe_layers_defaults_file_options_then_overrides() -> None:
     assert TrainConfig.from_dict(yaml.safe_load(yaml.safe_dump(config.to_dict()))) == config
     assert run_differences(config, config.to_dict()) == []
     assert run_differences(build_config({"hp": {"gamma": 0.5}}), config.to_dict())
+    # A run written before `env.reward` existed trained with its default: the same recipe.
+    older = config.to_dict()
+    del older["env"]["reward"]
+    assert run_differences(config, older) == []
+    relative = TrainConfig.from_dict({**older, "env": {**older["env"], "reward": "relative"}})
+    assert run_differences(relative, older) == ["env.reward: 'absolute' -> 'relative'"]
 
 
 @pytest.mark.parametrize("algo", ALGORITHMS)
