@@ -37,6 +37,7 @@ from fitpilot.controller.actions import (
     ContinuousActions,
     DiscreteActions,
     check_settable_learning_rate,
+    clamp_learning_rate,
     get_learning_rate,
     is_divergent,
     next_learning_rate,
@@ -47,6 +48,8 @@ from fitpilot.controller.bundle import Bundle, BundleError, load_bundle
 from fitpilot.errors import FitpilotError
 
 PRETRAINED = "pretrained/controller.zip"
+#: A divergence before any finite epoch restarts the fit at the rate times this factor.
+RESTART_FACTOR = 0.1
 NO_DECISION = -1  # logs["action"] on an epoch the policy was not asked (budget end, NaN, wait)
 # Callbacks that set the learning rate: with the controller they fight over it.
 LR_SETTERS = ("ReduceLROnPlateau", "LearningRateScheduler", "LearnedController")
@@ -65,7 +68,8 @@ class DecisionRecord:
         monitor: the monitored value at the end of that epoch (may be NaN).
         lr_before: the learning rate the epoch was trained with.
         action: the action's name (``lower``, ``keep``, ``raise``, ``stop``, ...), or
-            ``end`` (last epoch of the budget: no decision), ``diverged`` (NaN/inf) or
+            ``end`` (last epoch of the budget: no decision), ``diverged`` (NaN/inf),
+            ``restart`` (NaN/inf before any finite epoch: the fit starts over) or
             ``wait`` (an epoch without validation, ``validation_freq > 1``: no decision).
         lr_after: the learning rate for the next epoch.
         stopped: whether training stops after this epoch.
@@ -117,9 +121,13 @@ class LearnedController(keras.callbacks.Callback):
       callbacks, so ``History`` always records both; ``CSVLogger``, ``TensorBoard`` and
       ``ModelCheckpoint`` see them when they come *after* the controller in the
       ``callbacks`` list (Keras calls callbacks in list order, on one shared logs dict).
-    - A NaN or inf ``loss`` (or monitored value) ends training: a warning, the best
-      weights back (whatever ``restore_best_weights`` says; the weights the fit started
-      from if no epoch was finite), no exception.
+    - A NaN or inf ``loss`` (or monitored value) before any finite epoch means the
+      starting rate is far too high: the fit restarts (action ``restart``, a warning)
+      from the weights and optimizer state it started from, at ``RESTART_FACTOR`` (a
+      tenth) of the rate, as a fresh run of the epochs left; at most ``restarts`` times.
+      Any other NaN or inf ends training: a warning, the best weights back (whatever
+      ``restore_best_weights`` says; the weights the fit started from if no epoch was
+      finite), no exception.
     - With ``validation_freq=k > 1`` it observes and decides only after the epochs with
       validation (its budget counts those: ``epochs // k``), keeps the learning rate
       after the others (action ``wait``) and warns once that the policy learned to
@@ -148,8 +156,13 @@ class LearnedController(keras.callbacks.Callback):
         verbose: int = 0,
         min_lr: float = DEFAULT_MIN_LR,
         max_lr: float = DEFAULT_MAX_LR,
+        restarts: int = 3,
     ) -> None:
         super().__init__()
+        if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 0:
+            raise ControllerError(
+                f"restarts must be an int >= 0 (0: stop at a divergence), got {restarts!r}"
+            )
         if mode not in ("auto", "min", "max"):
             raise ControllerError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")
         if not 0 <= min_lr < max_lr:
@@ -164,6 +177,7 @@ class LearnedController(keras.callbacks.Callback):
         self.restore_best_weights = restore_best_weights
         self.verbose = verbose
         self.min_lr, self.max_lr = float(min_lr), float(max_lr)
+        self.restarts = restarts
         self.decisions: list[DecisionRecord] = []
         self.best: float | None = None
         self.best_epoch = 0  # 1-based, 0 before any finite monitored value
@@ -243,6 +257,13 @@ class LearnedController(keras.callbacks.Callback):
         self._fill_val = self._has_validation is False
         self._weights = self.model.weights  # the list, built once per fit (~0.1 ms)
         self._start_weights = _copy_values(self._weights)  # for a divergence in epoch 1
+        optimizer = self.model.optimizer
+        # Keras builds the optimizer before on_train_begin; if not, a restart zeroes its state.
+        self._start_optimizer = (
+            _copy_values(_optimizer_state(optimizer)) if getattr(optimizer, "built", False)
+            else None
+        )
+        self._restarts_left = self.restarts
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         logs = {} if logs is None else logs
@@ -396,6 +417,10 @@ class LearnedController(keras.callbacks.Callback):
         Before any finite epoch, the weights the fit started from go back.
         """
         train_key = self.featurizer.config.train_key
+        restart_lr = clamp_learning_rate(lr * RESTART_FACTOR, self.min_lr, self.max_lr)
+        if self.best_weights is None and self._restarts_left > 0 and restart_lr < lr:
+            self._restart(epoch, logs, value, lr, restart_lr)
+            return
         if self.best_weights is not None:
             weights, source = self.best_weights, f"the best epoch: {self.best_epoch}"
         else:
@@ -413,6 +438,36 @@ class LearnedController(keras.callbacks.Callback):
             self._restore(weights, source + ", after a non-finite loss")
         self.best_weights = None  # restored once; on_train_end has nothing to add
         self._record(epoch, logs, value, lr, "diverged", lr, NO_DECISION, stopped=True)
+
+    def _restart(
+        self, epoch: int, logs: dict[str, Any], value: float | None, lr: float, new_lr: float
+    ) -> None:
+        """Start the fit over from its initial weights and optimizer state at ``new_lr``."""
+        self._restarts_left -= 1
+        warnings.warn(
+            f"LearnedController: epoch {epoch + 1} has a non-finite "
+            f"{self.featurizer.config.train_key} ({logs.get(self.featurizer.config.train_key)}) "
+            f"or {self.monitor} ({value}) at learning rate {lr:.3g}, before any finite epoch: "
+            f"restarting from the weights this fit started from at learning rate {new_lr:.3g} "
+            f"({self.restarts - self._restarts_left} of at most {self.restarts} restarts)",
+            stacklevel=3,
+        )
+        assert self._start_weights is not None
+        self._restore(self._start_weights, "the start of this fit, after a non-finite loss")
+        state = _optimizer_state(self.model.optimizer)
+        starts = self._start_optimizer or [
+            np.zeros(tuple(v.shape), keras.backend.standardize_dtype(v.dtype)) for v in state
+        ]
+        for variable, start in zip(state, starts, strict=True):
+            variable.assign(start)
+        set_learning_rate(self.model.optimizer, new_lr)
+        new_lr = float(np.float32(new_lr))  # as the optimizer's float32 variable holds it
+        # A fresh run of the epochs left, as the policy was trained to see one.
+        left = max(1, self._budget - epoch - 1) if self._budget else 0
+        self.featurizer.reset(budget=max(1, left // self._validation_freq),
+                              weights=self._trainable)
+        self.pipeline.reset()
+        self._record(epoch, logs, value, lr, "restart", new_lr, NO_DECISION, stopped=False)
 
     def _roll_back(self) -> None:
         """Put back the best epoch's weights and optimizer state (the rollback action)."""

@@ -297,7 +297,7 @@ def test_nan_in_the_first_epoch_restores_the_initial_weights() -> None:
     net = keras.Sequential([keras.Input((6,)), keras.layers.Dense(1)])
     net.compile(keras.optimizers.SGD(learning_rate=1e6), "mse")
     initial = net.get_weights()
-    controller = LearnedController(constant_bundle(KEEP))
+    controller = LearnedController(constant_bundle(KEEP), restarts=0)
     with pytest.warns(UserWarning, match="epoch 1 .*restoring the weights of the start of this "
                                          "fit.*lower the initial learning rate"):
         history = net.fit(x, y.astype("float32") * 1e3, validation_split=0.25, epochs=10,
@@ -307,6 +307,57 @@ def test_nan_in_the_first_epoch_restores_the_initial_weights() -> None:
     assert controller.decisions[0].action == "diverged" and controller.best_epoch == 0
     for got, want in zip(net.get_weights(), initial, strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+class OptimizerSteps(keras.callbacks.Callback):
+    """Records the optimizer's step count and the weights at each epoch end."""
+
+    def on_train_begin(self, logs=None):
+        self.steps, self.weights = [], []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.steps.append(int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)))
+        self.weights.append(self.model.get_weights())
+
+
+def test_nan_in_the_first_epoch_restarts_from_the_start_at_a_tenth_of_the_rate() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(960, 6)).astype("float32")
+    y = x @ np.arange(1, 7, dtype="float32") / 6
+    net = keras.Sequential([keras.Input((6,)), keras.layers.Dense(1)])
+    net.compile(keras.optimizers.SGD(learning_rate=5.0), "mse")
+    initial = net.get_weights()
+    controller, steps = LearnedController(constant_bundle(KEEP)), OptimizerSteps()
+    with pytest.warns(UserWarning, match=r"epoch 1 .*before any finite epoch: restarting from "
+                                         r"the weights this fit started from at learning rate "
+                                         r"0\.5 \(1 of at most 3 restarts\)"):
+        history = net.fit(x, y, validation_split=0.25, batch_size=8, epochs=6, verbose=0,
+                          callbacks=[controller, steps])
+    assert not np.isfinite(history.history["loss"][0])
+    assert [d.action for d in controller.decisions] == ["restart"] + ["keep"] * 4 + ["end"]
+    assert controller.decisions[0].lr_after == pytest.approx(0.5)
+    assert history.history["lr"][0] == pytest.approx(0.5)
+    # After the restart: the initial weights and a fresh optimizer (no step taken).
+    assert steps.steps[0] == 0
+    for got, want in zip(steps.weights[0], initial, strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert np.isfinite(history.history["val_loss"][1:]).all()
+    assert max(history.history["val_loss"][1:]) < 1e-6 and controller.best_epoch >= 2
+
+
+def test_restarts_are_bounded_then_the_fit_stops() -> None:
+    x, y = data()
+    net = keras.Sequential([keras.Input((6,)), keras.layers.Dense(1)])
+    net.compile(keras.optimizers.SGD(learning_rate=1e30), "mse")
+    controller = LearnedController(constant_bundle(KEEP), max_lr=1e31, restarts=2)
+    with pytest.warns(UserWarning, match="restarting"):
+        net.fit(x, y.astype("float32") * 1e3, validation_split=0.25, epochs=10, verbose=0,
+                callbacks=[controller])
+    assert [d.action for d in controller.decisions] == ["restart", "restart", "diverged"]
+    assert [d.lr_before for d in controller.decisions] == pytest.approx([1e30, 1e29, 1e28],
+                                                                        rel=1e-6)
+    with pytest.raises(ControllerError, match="restarts must be an int >= 0"):
+        LearnedController(constant_bundle(KEEP), restarts=-1)
 
 
 def test_validation_freq_decides_after_the_validated_epochs_only() -> None:
@@ -431,7 +482,9 @@ def test_pretrained_loads_or_says_none_ships() -> None:
     from importlib.resources import files
 
     if files("fitpilot.controller").joinpath("pretrained/controller.zip").is_file():
-        assert isinstance(LearnedController.pretrained(), LearnedController)
+        shipped = LearnedController.pretrained()
+        # The shipped controller is v2: weight features and the rollback action.
+        assert shipped.bundle.featurizer.version == 2 and shipped.bundle.actions.rollback
     else:
         with pytest.raises(BundleError, match="no pretrained controller ships.*fitpilot train"):
             LearnedController.pretrained()
