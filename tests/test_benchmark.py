@@ -462,9 +462,11 @@ def test_tiny_benchmark_end_to_end(tmp_path: Path, bundle: Path) -> None:
         "3",
         "--out",
         str(out),
+        "--no-progress",
     )
     output, _ = process.communicate(timeout=240)
     assert process.returncode == 0, output
+    assert "━" not in output  # no progress bar
     contents = read_store(out)
     grid = sum(r.is_oracle for r in contents.runs)  # 3, or more if the grid was extended
     assert grid >= 3 and len(contents.runs) == 2 * len(STRATEGIES) + grid

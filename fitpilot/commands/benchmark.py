@@ -77,6 +77,7 @@ def benchmark(
     ray_address: RayAddress = None,
     worker_cpus: WorkerCpus = None,
     worker_memory: WorkerMemory = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Train every strategy on every cell (task x start lr x seed), store the runs, report."""
     check_writable(out, "--out")
@@ -115,6 +116,7 @@ def benchmark(
             resume=resume,
             force=force,
             echo=lambda line: typer.echo(line, err=True),
+            progress=progress,
             ray=ray,
         )
     typer.echo(f"report: {report}")
