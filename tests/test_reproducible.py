@@ -14,6 +14,7 @@ import pytest
 from fitpilot.envs.loading import load_tasks
 from fitpilot.experiments.runs import Runner, controller_factory
 from fitpilot.experiments.settings import RunKey, RunOrder
+from tests.bundles import V1_BUNDLE
 
 TASK, RATE = "tiny_blobs", 0.01  # tests.benchmark_tasks: 8 epochs of a 4-16-3 MLP
 #: (strategy, seed, lr factor) -> (test loss, epochs run)
@@ -24,7 +25,16 @@ STORED = {
     ("cosine", 0, 1.0): (0.6221868395805359, 8),
     ("cosine", 1, 1.0): (0.4604323208332062, 8),
     ("prodigy", 0, 1.0): (0.47061678767204285, 8),
-    # The shipped controller, 59e98e941ccfe1d5
+    # The shipped controller, b1363f1344448dd7 (v2: weight features, rollback)
+    ("learned", 0, 0.1): (0.43279725313186646, 8),
+    ("learned", 0, 1.0): (0.46601632237434387, 8),
+    ("learned", 0, 10.0): (0.38092052936553955, 8),
+    ("learned", 1, 1.0): (0.39113134145736694, 8),
+    ("learned", 1, 10.0): (0.3566182255744934, 7),
+}
+#: The same cells with the v1 controller shipped before (59e98e941ccfe1d5): a v1 bundle still
+#: loads and acts exactly as it did (these figures were stored while it shipped).
+STORED_V1 = {
     ("learned", 0, 0.1): (0.4948667287826538, 8),
     ("learned", 0, 1.0): (0.4467748701572418, 6),
     ("learned", 0, 10.0): (0.4118953347206116, 6),
@@ -45,5 +55,23 @@ def test_runs_of_a_tiny_cell_match_the_stored_figures(
 ) -> None:
     record = runner.run(RunOrder(RunKey(TASK, seed, factor, strategy), RATE * factor))
     test_loss, epochs = STORED[(strategy, seed, factor)]
+    assert record.epochs == epochs
+    assert record.test_loss == pytest.approx(test_loss, rel=1e-6)
+
+
+@pytest.fixture(scope="module")
+def v1_runner() -> Runner:
+    return Runner(
+        load_tasks("tests.benchmark_tasks:TASKS"), controller_factory(str(V1_BUNDLE)),
+        str(V1_BUNDLE),
+    )
+
+
+@pytest.mark.parametrize(("strategy", "seed", "factor"), sorted(STORED_V1))
+def test_a_v1_bundle_acts_as_it_did_when_it_shipped(
+    v1_runner: Runner, strategy: str, seed: int, factor: float
+) -> None:
+    record = v1_runner.run(RunOrder(RunKey(TASK, seed, factor, strategy), RATE * factor))
+    test_loss, epochs = STORED_V1[(strategy, seed, factor)]
     assert record.epochs == epochs
     assert record.test_loss == pytest.approx(test_loss, rel=1e-6)
