@@ -43,35 +43,26 @@ STORED_V1 = {
 }
 
 
+#: The bundle of each set of stored figures: the shipped one, and the v1 one kept in tests/data
+#: (a v1 bundle still loads and acts exactly as it did when it shipped).
+SOURCES = {"shipped": ("pretrained", STORED), "v1": (str(V1_BUNDLE), STORED_V1)}
+
+
 @pytest.fixture(scope="module")
-def runner() -> Runner:
-    controller = controller_factory("pretrained")
-    return Runner(load_tasks("tests.benchmark_tasks:TASKS"), controller, "pretrained")
+def runners() -> dict[str, Runner]:
+    tasks = load_tasks("tests.benchmark_tasks:TASKS")
+    return {name: Runner(tasks, controller_factory(source), source)
+            for name, (source, _) in SOURCES.items()}
 
 
-@pytest.mark.parametrize(("strategy", "seed", "factor"), sorted(STORED))
+@pytest.mark.parametrize(
+    ("bundle", "strategy", "seed", "factor"),
+    [(name, *key) for name, (_, stored) in SOURCES.items() for key in sorted(stored)],
+)
 def test_runs_of_a_tiny_cell_match_the_stored_figures(
-    runner: Runner, strategy: str, seed: int, factor: float
+    runners: dict[str, Runner], bundle: str, strategy: str, seed: int, factor: float
 ) -> None:
-    record = runner.run(RunOrder(RunKey(TASK, seed, factor, strategy), RATE * factor))
-    test_loss, epochs = STORED[(strategy, seed, factor)]
-    assert record.epochs == epochs
-    assert record.test_loss == pytest.approx(test_loss, rel=1e-6)
-
-
-@pytest.fixture(scope="module")
-def v1_runner() -> Runner:
-    return Runner(
-        load_tasks("tests.benchmark_tasks:TASKS"), controller_factory(str(V1_BUNDLE)),
-        str(V1_BUNDLE),
-    )
-
-
-@pytest.mark.parametrize(("strategy", "seed", "factor"), sorted(STORED_V1))
-def test_a_v1_bundle_acts_as_it_did_when_it_shipped(
-    v1_runner: Runner, strategy: str, seed: int, factor: float
-) -> None:
-    record = v1_runner.run(RunOrder(RunKey(TASK, seed, factor, strategy), RATE * factor))
-    test_loss, epochs = STORED_V1[(strategy, seed, factor)]
+    record = runners[bundle].run(RunOrder(RunKey(TASK, seed, factor, strategy), RATE * factor))
+    test_loss, epochs = SOURCES[bundle][1][(strategy, seed, factor)]
     assert record.epochs == epochs
     assert record.test_loss == pytest.approx(test_loss, rel=1e-6)
