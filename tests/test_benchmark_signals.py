@@ -71,6 +71,11 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+def _default_sigint() -> None:
+    """In the child, before exec: SIGINT's default action, so Python installs its handler."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @contextlib.contextmanager
 def _started(out: Path) -> Iterator[tuple[subprocess.Popen[str], set[int]]]:
     """The benchmark and its worker processes once 2+ runs are stored; whatever of them is
@@ -82,6 +87,9 @@ def _started(out: Path) -> Iterator[tuple[subprocess.Popen[str], set[int]]]:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        # As at a terminal: Ctrl-C is not ignored. A shell that starts pytest in the background
+        # without job control (`cmd &` in a script) ignores SIGINT, and its children inherit that.
+        preexec_fn=_default_sigint,
     )
     store = out / "runs.jsonl"
     deadline = time.monotonic() + 240
