@@ -243,9 +243,7 @@ class LearnedController(keras.callbacks.Callback):
         # Featurizer v2 reads the trainable weights; v1 gets None and reads none.
         self._trainable = self.model.trainable_variables if self.featurizer.config.uses_weights \
             else None
-        self.featurizer.reset(budget=max(1, self._budget // self._validation_freq),
-                              weights=self._trainable)
-        self.pipeline.reset()
+        self._observe_afresh(self._budget)
         self.decisions = []
         self.best, self.best_epoch, self.best_weights = None, 0, None
         # A rollback scheme (actions v2) also keeps the best epoch's optimizer state and rate.
@@ -310,8 +308,7 @@ class LearnedController(keras.callbacks.Callback):
             else:
                 new_lr = next_learning_rate(lr, decision, self.min_lr, self.max_lr)
             if new_lr != lr:
-                set_learning_rate(self.model.optimizer, new_lr)
-                new_lr = float(np.float32(new_lr))  # as the optimizer's float32 variable holds it
+                new_lr = self._set_learning_rate(new_lr)
         if isinstance(self.bundle.actions, ContinuousActions):
             code: float = 0.0 if decision.stop else decision.factor
         else:
@@ -455,35 +452,36 @@ class LearnedController(keras.callbacks.Callback):
         assert self._start_weights is not None
         self._restore(self._start_weights, "the start of this fit, after a non-finite loss")
         state = _optimizer_state(self.model.optimizer)
-        starts = self._start_optimizer or [
+        _assign_values(state, self._start_optimizer or [
             np.zeros(tuple(v.shape), keras.backend.standardize_dtype(v.dtype)) for v in state
-        ]
-        for variable, start in zip(state, starts, strict=True):
-            variable.assign(start)
-        set_learning_rate(self.model.optimizer, new_lr)
-        new_lr = float(np.float32(new_lr))  # as the optimizer's float32 variable holds it
+        ])
+        new_lr = self._set_learning_rate(new_lr)
         # A fresh run of the epochs left, as the policy was trained to see one.
-        left = max(1, self._budget - epoch - 1) if self._budget else 0
-        self.featurizer.reset(budget=max(1, left // self._validation_freq),
-                              weights=self._trainable)
-        self.pipeline.reset()
+        self._observe_afresh(max(1, self._budget - epoch - 1) if self._budget else 0)
         self._record(epoch, logs, value, lr, "restart", new_lr, NO_DECISION, stopped=False)
 
     def _roll_back(self) -> None:
         """Put back the best epoch's weights and optimizer state (the rollback action)."""
         assert self.best_weights is not None and self._best_optimizer is not None
-        for variable, value in zip(self._weights, self.best_weights, strict=True):
-            variable.assign(value)
-        state = _optimizer_state(self.model.optimizer)
-        for variable, value in zip(state, self._best_optimizer, strict=True):
-            variable.assign(value)
+        _assign_values(self._weights, self.best_weights)
+        _assign_values(_optimizer_state(self.model.optimizer), self._best_optimizer)
         self.featurizer.rebase_weights(self._trainable or [])
 
     def _restore(self, weights: list[Any], source: str) -> None:
         if self.verbose > 0:
             _print(f"LearnedController: restoring model weights from {source}.")
-        for variable, value in zip(self._weights, weights, strict=True):
-            variable.assign(value)
+        _assign_values(self._weights, weights)
+
+    def _observe_afresh(self, epochs: int) -> None:
+        """Featurizer and frame stack start a run of ``epochs`` epochs (0: budget unknown)."""
+        self.featurizer.reset(budget=max(1, epochs // self._validation_freq),
+                              weights=self._trainable)
+        self.pipeline.reset()
+
+    def _set_learning_rate(self, lr: float) -> float:
+        """Set the optimizer's rate to ``lr``; the rate as its float32 variable holds it."""
+        set_learning_rate(self.model.optimizer, lr)
+        return float(np.float32(lr))
 
     def _record(
         self, epoch: int, logs: dict[str, Any], value: float | None, lr_before: float, name: str,
@@ -572,6 +570,12 @@ def _optimizer_state(optimizer: Any) -> list[Any]:
     """The optimizer's variables but its learning rate (iterations, moments...)."""
     rate = optimizer.learning_rate
     return [v for v in optimizer.variables if v is not rate]
+
+
+def _assign_values(variables: list[Any], values: list[Any]) -> None:
+    """``variable.assign(value)`` pairwise (the inverse of :func:`_copy_values`)."""
+    for variable, value in zip(variables, values, strict=True):
+        variable.assign(value)
 
 
 def _copy_values(variables: list[Any]) -> list[Any]:
