@@ -44,18 +44,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from measure import peak_rss_mb  # benchmarks/measure.py, beside this script
+from measure import peak_rss_mb, rss_mb  # benchmarks/measure.py, beside this script
 
 from fitpilot import runtime
-
-
-def rss_mb() -> float:
-    """Resident set size of this process, in MB (Linux ``/proc``)."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def median_ms(samples: list[float]) -> float:

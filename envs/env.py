@@ -401,7 +401,7 @@ class KerasTrainingEnv(gymnasium.Env):
         0 too while the reference has no finite best at ``start`` (its first epoch
         diverged, as the policy's then did).
         """
-        if self._reference is None or self.reward != "relative":
+        if self._reference is None:  # only reset with reward="relative" sets it
             return 0.0
         before, after = self._reference[start - 1], self._reference[end - 1]
         return _log(before) - _log(after) if math.isfinite(before) else 0.0
