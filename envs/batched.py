@@ -135,7 +135,13 @@ class BatchedEpochRunner:
         self._trainable = stacked(model.trainable_variables)
         self._non_trainable = stacked(model.non_trainable_variables)
         self._optimizer_state = stacked(self.optimizer.variables)
-        self._best = stacked(model.trainable_variables + model.non_trainable_variables)
+        # everything a copy's run is: weights, then optimizer state (for a rollback)
+        self._state = self._trainable + self._non_trainable + self._optimizer_state
+        self._best = stacked(
+            model.trainable_variables + model.non_trainable_variables + self.optimizer.variables
+        )
+        self._host_weights: list[np.ndarray] | None = None  # all copies', read after a call
+        self._moved: set[int] = set()  # copies whose weights changed since (reset, restore)
         self.learning_rates = np.zeros(n, np.float32)
         self.epochs = np.zeros(n, np.int64)
         self._seeds = np.zeros(n, np.int64)
@@ -150,6 +156,9 @@ class BatchedEpochRunner:
         self._load_function = tf.function(self._load_graph, autograph=False)
         self._restore_function = tf.function(self._restore_graph, autograph=False)
         self._test_function = tf.function(self._test_graph, autograph=False)
+        self._weights_function = tf.function(
+            lambda index: [v[index] for v in self._trainable], autograph=False
+        )
         self._closed = False
 
     def _make_epoch_function(self) -> None:
@@ -248,7 +257,7 @@ class BatchedEpochRunner:
         def train(state: tuple, start: Any, length: int) -> tuple:
             index = tf.slice(order, [0, start], [n, length])  # static shape [N, length]
             xb, yb = tf.gather(x, index), tf.gather(y, index)
-            return tf.vectorized_map(lambda a: self._train_step(a[0], a[1], a[2]), (state, xb, yb))
+            return _map_copies(lambda a: self._train_step(a[0], a[1], a[2]), (state, xb, yb))
 
         state = (trainable, non_trainable, optimizer, self._fresh_metrics(n))
         trainable, non_trainable, optimizer, metrics = self._loop(train, state, int(x.shape[0]))
@@ -265,7 +274,7 @@ class BatchedEpochRunner:
         def test(metrics: list, start: Any, length: int) -> list:
             xb = tf.slice(x, [start] + [0] * (x.shape.rank - 1), [length, *x.shape[1:]])
             yb = tf.slice(y, [start] + [0] * (y.shape.rank - 1), [length, *y.shape[1:]])
-            return tf.vectorized_map(
+            return _map_copies(
                 lambda a: self._test_step((a[0], a[1], a[2]), xb, yb),
                 (trainable, non_trainable, metrics),
             )
@@ -281,7 +290,7 @@ class BatchedEpochRunner:
             keys[:] = names
             return values
 
-        values = tf.vectorized_map(one, metrics)
+        values = _map_copies(one, metrics)
         return keys, values
 
     def _epoch_call(
@@ -295,13 +304,13 @@ class BatchedEpochRunner:
                 theirs: a partial call costs the same as a full one).
             seeds: ``int64[k, 2]``, each computed copy's ``(seed, epoch)`` for its data order.
             learning_rates: ``float32[k]``.
-            remember: ``bool[N]``: copies whose weights are snapshot first.
+            remember: ``bool[N]``: copies whose weights and optimizer state are snapshot first.
 
         Returns:
             ``float64[k, len(keys)]``: the epoch's logs, one row per computed copy.
         """
         stacked = (self._trainable, self._non_trainable, self._optimizer_state)
-        for best, variable in zip(self._best, self._trainable + self._non_trainable, strict=True):
+        for best, variable in zip(self._best, self._state, strict=True):
             best.assign(_select(remember, variable.read_value(), best.read_value()))
         before = [[tf.gather(v, indices) for v in variables] for variables in stacked]
         trainable, non_trainable, optimizer = (list(values) for values in before)
@@ -339,7 +348,7 @@ class BatchedEpochRunner:
             stacked.scatter_nd_update([[index]], value[None])
 
     def _restore_graph(self, index: Any) -> None:
-        for stacked, best in zip(self._trainable + self._non_trainable, self._best, strict=True):
+        for stacked, best in zip(self._state, self._best, strict=True):
             stacked.scatter_nd_update([[index]], best[index][None])
 
     def _test_graph(self, index: Any) -> Any:
@@ -369,6 +378,7 @@ class BatchedEpochRunner:
         self._seeds[index] = seed & 0x7FFFFFFFFFFFFFFF
         self.epochs[index] = 0
         self._remember[index] = self._remembered[index] = False
+        self._moved.add(index)
 
     @deterministic
     def run_epochs(self, active: np.ndarray | None = None) -> np.ndarray:
@@ -407,6 +417,8 @@ class BatchedEpochRunner:
         )
         self._remembered |= self._remember  # the snapshots are taken first in the call
         self._remember[:] = False
+        self._host_weights = None
+        self._moved.clear()
         try:
             logs = self._epoch_function(*arguments).numpy()
         except (tf.errors.UnimplementedError, tf.errors.InvalidArgumentError) as exc:
@@ -442,6 +454,20 @@ class BatchedEpochRunner:
         if not self._remembered[index]:
             raise RunnerError("restore_weights() called before remember_weights()")
         self._restore_function(tf.constant(index))
+        self._moved.add(index)
+
+    def weights(self, index: int) -> list[np.ndarray]:
+        """Copy ``index``'s trainable weights as numpy arrays, in the model's order.
+
+        After an epoch call every copy's are read in one go (the envs of all copies ask);
+        a copy reset or restored since is read alone.
+        """
+        self._check_open()
+        if index in self._moved:
+            return [w.numpy() for w in self._weights_function(tf.constant(index))]
+        if self._host_weights is None:
+            self._host_weights = [v.numpy() for v in self._trainable]
+        return [w[index] for w in self._host_weights]
 
     @deterministic
     def evaluate_test(self, index: int) -> Logs:
@@ -458,10 +484,23 @@ class BatchedEpochRunner:
         """Drop the compiled functions (the runner is unusable afterwards)."""
         self._closed = True
         self._xla_epoch = self._epoch_function = self._test_function = None  # type: ignore
+        self._weights_function = self._host_weights = None  # type: ignore
 
     def _check_open(self) -> None:
         if self._closed:
             raise RunnerError("the batched runner is closed; make a new one")
+
+
+def _map_copies(function: Any, copies: Any) -> Any:
+    """``tf.vectorized_map(function, copies)`` over the leading (copy) axis of ``copies``.
+
+    A single copy is called directly: ``pfor`` fails on some models for a loop of one
+    (a GRU's inner while loop: "Shapes must be equal rank").
+    """
+    if int(tf.nest.flatten(copies)[0].shape[0]) == 1:
+        out = function(tf.nest.map_structure(lambda t: t[0], copies))
+        return tf.nest.map_structure(lambda t: t[None], out)
+    return tf.vectorized_map(function, copies)
 
 
 def _select(mask: Any, new: Any, old: Any) -> Any:
@@ -511,6 +550,12 @@ class BatchedCopy:
 
     def restore_weights(self) -> None:
         self.group.restore(self.index)
+
+    def track_optimizer_state(self) -> None:
+        """Nothing to do: a copy's snapshots always hold its optimizer state too."""
+
+    def trainable_weights(self) -> list[np.ndarray]:
+        return self.group.weights(self.index)
 
     def evaluate_test(self) -> Logs:
         return self.group.evaluate_test(self.index)

@@ -161,3 +161,101 @@ def test_ppo_learns_on_the_batched_env() -> None:
         assert model.num_timesteps == 16
     finally:
         venv.close()
+
+
+def test_weight_features_and_rollback_follow_the_single_env() -> None:
+    """Featurizer v2 reads each copy's own weights; a rollback puts back its optimizer state."""
+    from fitpilot.controller.actions import DiscreteActions
+    from fitpilot.controller.features import FeaturizerConfig
+
+    halve, keep, x15, double, rollback = 0, 1, 2, 3, 5
+    actions = [double, double, rollback, keep, x15, rollback, halve]
+    settings = dict(featurizer=FeaturizerConfig(version=2), actions=DiscreteActions.v2())
+    venv = BatchedVecEnv([TASKS[0]], 2, env_kwargs=settings)
+    try:
+        venv.seed(5)
+        obs = venv.reset()
+        trajectories = [[(obs[i], 0.0, venv.reset_infos[i]["logs"])] for i in range(2)]
+        for action in actions:
+            venv.step_async(np.array([action, keep]))
+            obs, rewards, dones, infos = venv.step_wait()
+            assert not dones.any()
+            for i in range(2):
+                trajectories[i].append((obs[i], float(rewards[i]), infos[i]["logs"]))
+    finally:
+        venv.close()
+    single_env = KerasTrainingEnv(tasks=[TASKS[0]], **settings)
+    try:
+        for i, copy_actions in enumerate([actions, [keep] * len(actions)]):
+            single = single_trajectory(single_env, 5 + i, copy_actions)
+            for batched_step, single_step in zip(trajectories[i], single, strict=True):
+                assert_same(batched_step, single_step)
+    finally:
+        single_env.close()
+    assert trajectories[0][0][0].shape == (FeaturizerConfig(version=2).size,)
+
+
+def test_groups_in_worker_processes_act_as_one_group() -> None:
+    """Two worker processes of 2 copies: env k seeded s + k, as in one group of 4."""
+    from fitpilot.agents.batched_vecenv import make_batched_workers
+    from fitpilot.agents.config import build_config
+    from fitpilot.agents.process_vecenv import ProcessGroupsVecEnv
+
+    def run(processes: int) -> tuple[list, list, list]:
+        config = build_config({
+            "tasks": "tests.user_tasks:TASKS", "n_envs": 4, "vec": "batched",
+            "processes": processes, "seed": 1,
+        })
+        config.check()
+        venv = make_batched_workers(config)
+        try:
+            assert isinstance(venv.venv, ProcessGroupsVecEnv) == (processes > 1)
+            venv.seed(21)
+            steps, infos = [(venv.reset(), np.zeros(4), np.zeros(4, bool))], []
+            for action in [RAISE, STOP, KEEP, LOWER, KEEP]:
+                venv.step_async(np.array([action, KEEP, action, LOWER]))
+                obs, rewards, dones, step_infos = venv.step_wait()
+                steps.append((obs, rewards, dones))
+                infos.append([(info["task"], info["epoch"]) for info in step_infos])
+            rates = venv.get_attr("initial_learning_rate", [3, 0, 2])
+            assert venv.env_method("sample_learning_rate", TASKS[0], indices=[2, 1]) != []
+            return steps, infos, rates
+        finally:
+            venv.close()
+
+    one, one_infos, one_rates = run(1)
+    two, two_infos, two_rates = run(2)
+    assert two_infos == one_infos and two_rates == pytest.approx(one_rates)
+    assert one[2][2].tolist() == [True, False, True, False]  # the stops reset
+    for (obs_1, rewards_1, dones_1), (obs_2, rewards_2, dones_2) in zip(one, two, strict=True):
+        np.testing.assert_allclose(obs_2, obs_1, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(rewards_2, rewards_1, rtol=1e-4, atol=1e-6)
+        assert dones_2.tolist() == dones_1.tolist()
+
+
+def _failing_group() -> BatchedVecEnv:
+    raise ValueError("no such suite")
+
+
+def test_an_error_in_a_worker_process_comes_back_with_its_traceback() -> None:
+    from fitpilot.agents.process_vecenv import ProcessGroupsVecEnv
+
+    with pytest.raises(ValueError, match="no such suite") as raised:
+        ProcessGroupsVecEnv([_failing_group])
+    assert any("_failing_group" in note for note in raised.value.__notes__)
+
+
+def test_a_lone_copy_of_a_recurrent_model_trains() -> None:
+    """A call of one copy (a new episode's first epoch) of a GRU: pfor failed on it."""
+    from fitpilot.envs.loading import load_tasks
+
+    gru = next(task for task in load_tasks("train") if task.name == "sine_gru")
+    group = BatchedEpochRunner(dataclasses.replace(gru, epochs=2), 2, **FAST)
+    try:
+        for index in range(2):
+            group.reset_copy(index, seed=index, learning_rate=gru.learning_rate)
+        logs = group.run_epochs(np.array([True, False]))  # a call of copy 0 alone
+        assert np.isfinite(logs[0]).all()
+        assert group.epochs.tolist() == [1, 0]
+    finally:
+        group.close()
