@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import os
 import re
 import types
 import typing
@@ -188,10 +189,6 @@ class EnvSettings:
     def batched_obstacles(self) -> list[str]:
         """The settings that need single-run environments (``vec`` subproc or dummy)."""
         obstacles = []
-        if self.featurizer_config().uses_weights:
-            obstacles.append("env.featurizer version 2 (weight features)")
-        if getattr(self.action_scheme(), "rollback", False):
-            obstacles.append("env.actions rollback")
         if self.reward == "relative":
             obstacles.append("env.reward 'relative' (reference runs)")
         return obstacles
@@ -206,6 +203,9 @@ class TrainConfig:
     ones. With uniform initial logits a quarter of the exploring actions stop, so
     episodes last ~4 epochs and the agent hardly sees later training; -3 (the packaged
     default) makes an initial stop ~1.6% likely.
+
+    ``processes`` (``vec='batched'`` only) splits the ``n_envs`` copies into that many
+    groups, a worker process each; 0 means one per CPU core (at most ``n_envs``).
     """
 
     algo: str = "ppo"
@@ -214,6 +214,7 @@ class TrainConfig:
     timesteps: int = 100_000
     n_envs: int = 2
     vec: str = "subproc"
+    processes: int = 0
     seed: int = 0
     eval_every: int = 5000
     eval_tasks: str = "holdout"
@@ -223,6 +224,10 @@ class TrainConfig:
     hp: dict[str, Any] = field(default_factory=dict)
     hyperparams_version: int = 0
     env: EnvSettings = field(default_factory=EnvSettings)
+
+    def batched_processes(self) -> int:
+        """Worker processes of ``vec='batched'``: ``processes``, or one per core if 0."""
+        return self.processes or min(os.cpu_count() or 1, self.n_envs)
 
     @property
     def task_spec(self) -> str:
@@ -259,6 +264,18 @@ class TrainConfig:
                 raise TrainError(f"`{name}` must be >= 1, got {getattr(self, name)}")
         if self.eval_every < 0:
             raise TrainError(f"`eval_every` must be >= 0 (0 disables), got {self.eval_every}")
+        if self.processes < 0:
+            raise TrainError(f"`processes` must be >= 0 (0: one per core), got {self.processes}")
+        if self.processes and self.vec != "batched":
+            raise TrainError(
+                "`processes` splits the copies of `vec='batched'`; other kinds of "
+                "environments take one process each (subproc) or none (dummy)"
+            )
+        if self.processes > self.n_envs:
+            raise TrainError(
+                f"`processes` ({self.processes}) must be <= `n_envs` ({self.n_envs}): "
+                f"each process holds at least one copy"
+            )
         self.env.check()
         obstacles = self.env.batched_obstacles() if self.vec == "batched" else []
         if obstacles:

@@ -476,10 +476,10 @@ class KerasTrainingEnv(gymnasium.Env):
         )
 
     def _weights(self) -> list[Any] | None:
-        """The model's trainable variables if the featurizer reads them (version 2), else None."""
+        """The model's trainable weights if the featurizer reads them (version 2), else None."""
         if not self.featurizer.config.uses_weights:
             return None
-        return self._runner_feature("model", "featurizer version 2").trainable_variables
+        return self._runner_feature("trainable_weights", "featurizer version 2")()
 
     def _runner_feature(self, name: str, needed_by: str) -> Any:
         """The runner's attribute ``name``, or an EnvError saying ``needed_by`` needs it."""

@@ -320,6 +320,10 @@ class _ModelAccess:
     def learning_rate(self, value: float) -> None:
         set_learning_rate(self.model.optimizer, value)
 
+    def trainable_weights(self) -> list[Any]:
+        """The model's trainable variables (what featurizer version 2 samples)."""
+        return list(self.model.trainable_variables)
+
     def track_optimizer_state(self) -> None:
         """From now on remember/restore_weights also cover the optimizer's state (a rollback).
 
