@@ -18,12 +18,15 @@ to the next (in a seeded random order, all tasks once per cycle): the episodes r
 at the switch end truncated (``TimeLimit.truncated``). Each task's group is compiled
 on its first turn (seconds) and kept.
 
-TensorFlow runs in this process (one thread, sized by :func:`make_batched_workers`),
-beside the learner: the learner waits for the step anyway, and no transport is paid.
+:func:`make_batched_workers` splits ``fitpilot train``'s copies into groups, one per
+worker process (one TensorFlow thread each), so that every core trains epochs; with
+one group, TensorFlow runs in the learner's process (the learner waits for the step
+anyway, and no transport is paid).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -125,7 +128,10 @@ class BatchedVecEnv(VecEnv):
         """Build and compile every task's group now, not on its first turn (before reset)."""
         for task in range(len(self.tasks)):
             self._envs(task)
-            self._groups[task][0].run_epochs()  # traces and compiles; copies reset later
+            group = self._groups[task][0]
+            group.run_epochs()  # traces and compiles; copies reset later
+            if group.copies > 1:  # the call of one copy (a new episode's first epoch)
+                group.run_epochs(np.arange(group.copies) == 0)
 
     # -- VecEnv ----------------------------------------------------------------
 
@@ -247,13 +253,27 @@ class BatchedVecEnv(VecEnv):
 
 
 def make_batched_workers(config: TrainConfig, n_envs: int | None = None) -> VecEnv:
-    """``n_envs`` monitored copies per task of ``config``'s tasks, batched, in this process."""
+    """``n_envs`` monitored copies per task of ``config``'s tasks, batched.
+
+    In ``config.batched_processes()`` groups of (nearly) equal size, each in a worker
+    process of its own (:class:`~fitpilot.agents.process_vecenv.ProcessGroupsVecEnv`),
+    or, for one group, in this process. Every group has the same task order.
+    """
+    n_envs = n_envs or config.n_envs
+    processes = min(config.batched_processes(), n_envs)
+    if processes == 1:
+        return VecMonitor(batched_group(config, n_envs))
+    from fitpilot.agents.process_vecenv import ProcessGroupsVecEnv
+
+    sizes = [len(part) for part in np.array_split(np.arange(n_envs), processes)]
+    factories = [functools.partial(batched_group, config, size) for size in sizes]
+    return VecMonitor(ProcessGroupsVecEnv(factories))
+
+
+def batched_group(config: TrainConfig, copies: int) -> BatchedVecEnv:
+    """One group of ``copies`` copies per task of ``config``'s tasks, in this process."""
     configure(WORKER_THREADS)
     from fitpilot.envs.loading import load_tasks  # loads TensorFlow: configured just above
 
     tasks = load_tasks(config.task_spec)
-    workers = BatchedVecEnv(
-        tasks, n_envs or config.n_envs, config.env.env_kwargs(), seed=config.seed
-    )
-    return VecMonitor(workers)
-
+    return BatchedVecEnv(tasks, copies, config.env.env_kwargs(), seed=config.seed)

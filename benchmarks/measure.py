@@ -3,19 +3,30 @@
 from __future__ import annotations
 
 
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, in MB (Linux ``/proc``)."""
-    return _status_mb("VmHWM")
+def peak_rss_mb(pid: int | str = "self") -> float:
+    """Peak resident set size of process ``pid`` (default: this one) so far, in MB."""
+    return _status_mb("VmHWM", pid)
 
 
-def rss_mb() -> float:
-    """Resident set size of this process now, in MB (Linux ``/proc``)."""
-    return _status_mb("VmRSS")
+def rss_mb(pid: int | str = "self") -> float:
+    """Resident set size of process ``pid`` (default: this one) now, in MB."""
+    return _status_mb("VmRSS", pid)
 
 
-def _status_mb(field: str) -> float:
-    """``/proc/self/status``'s ``field`` (a size in kB) in MB; NaN where there is none."""
-    with open("/proc/self/status") as status:
+def pss_mb(pid: int | str = "self") -> float:
+    """Proportional set size of process ``pid`` now, in MB: its resident pages, each
+    shared one divided among the processes sharing it (sums over processes to the RAM
+    they hold together, which a sum of RSS overstates by the shared libraries)."""
+    with open(f"/proc/{pid}/smaps_rollup") as rollup:
+        for line in rollup:
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _status_mb(field: str, pid: int | str) -> float:
+    """``/proc/<pid>/status``'s ``field`` (a size in kB) in MB; NaN where there is none."""
+    with open(f"/proc/{pid}/status") as status:
         for line in status:
             if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024

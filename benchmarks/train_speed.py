@@ -4,8 +4,9 @@ For each ``--n-envs`` value, with the packaged PPO recipe (``fitpilot train``'s
 defaults, evaluation and checkpoints off) and the environments of ``--vec``:
 
 1. start the workers (``subproc``: ``SubprocVecEnv``, one process each, or in-process
-   for 1; ``dummy``: all in-process; ``batched``: ``BatchedVecEnv``, N copies of a task
-   trained in one compiled call, in-process);
+   for 1; ``dummy``: all in-process; ``batched``: N copies of a task trained in
+   compiled calls, split into ``--processes`` worker processes, one per core by
+   default, or in-process with ``--processes 1``);
 2. warm up: every worker resets once on every task, which builds and compiles
    each task's Keras model (batched: every task's group is built and XLA-compiled);
    a one-off cost per worker and task, reported apart;
@@ -17,7 +18,9 @@ average, and as its last line ``<number> env steps/s`` of the last run.
 ``--baseline 2`` first measures ``subproc`` with 2 environments in the same run, for
 a ratio that the load of other processes hits alike. Targets: PPO with 2
 environments >= 150 env steps/s; batched with 16 copies >= 600 env steps/s, its
-process's peak RSS <= 2 GB. The machine is shared, so the CPU seconds of the main
+peak RSS <= 2 GB. Memory: the main process's peak RSS, each worker's peak RSS, and
+the PSS of all of them at the end (shared library pages counted once: the RAM they
+hold together). The machine is shared, so the CPU seconds of the main
 process and of each worker during learning are printed too; ``idle est.`` is the
 steps/s they would allow on two free cores (steps / (main CPU + the busiest
 worker's CPU): in lockstep the main process infers and learns while the workers wait).
@@ -34,13 +37,15 @@ import os
 import time
 from typing import Any
 
-from measure import peak_rss_mb  # benchmarks/measure.py, beside this script
+from measure import peak_rss_mb, pss_mb  # benchmarks/measure.py, beside this script
 
 from fitpilot import runtime
 from fitpilot.agents.config import VEC_ENVS
 
 
-def measure(n_envs: int, timesteps: int, suite: str, seed: int, vec: str) -> dict[str, Any]:
+def measure(
+    n_envs: int, timesteps: int, suite: str, seed: int, vec: str, processes: int = 0
+) -> dict[str, Any]:
     """Start-up, warm-up and learning figures of one PPO run with ``n_envs`` environments."""
     from fitpilot.agents.callbacks import RolloutTimerCallback
     from fitpilot.agents.config import build_config
@@ -49,7 +54,8 @@ def measure(n_envs: int, timesteps: int, suite: str, seed: int, vec: str) -> dic
     from fitpilot.envs.loading import load_tasks
 
     config = build_config(
-        {"suite": suite, "n_envs": n_envs, "seed": seed, "eval_every": 0, "vec": vec}
+        {"suite": suite, "n_envs": n_envs, "seed": seed, "eval_every": 0, "vec": vec,
+         "processes": processes if vec == "batched" else 0}
     )
     started = time.perf_counter()
     workers = make_workers(config)
@@ -72,6 +78,8 @@ def measure(n_envs: int, timesteps: int, suite: str, seed: int, vec: str) -> dic
         cpu_after = [time.process_time()] + [cpu_seconds(pid) for pid in pids]
         main_cpu, *worker_cpu = (b - a for a, b in zip(cpu_before, cpu_after, strict=True))
         steps = model.num_timesteps
+        worker_peak = [peak_rss_mb(pid) for pid in pids]
+        pss = pss_mb() + sum(pss_mb(pid) for pid in pids)
     finally:
         workers.close()
     return {
@@ -88,6 +96,8 @@ def measure(n_envs: int, timesteps: int, suite: str, seed: int, vec: str) -> dic
         "worker_cpu_s": worker_cpu,
         "idle_estimate": steps / (main_cpu + max(worker_cpu, default=0.0)),
         "peak_rss_mb": peak_rss_mb(),
+        "worker_peak_rss_mb": worker_peak,
+        "pss_mb": pss,
         "load": os.getloadavg()[0],
     }
 
@@ -108,6 +118,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--vec", choices=VEC_ENVS, default="subproc")
     parser.add_argument(
+        "--processes",
+        type=int,
+        default=0,
+        help="batched: worker processes the copies are split into (0: one per core)",
+    )
+    parser.add_argument(
         "--baseline",
         type=int,
         default=0,
@@ -122,19 +138,21 @@ def main() -> None:
           f"load average {os.getloadavg()[0]:.1f} at start")
     print(f"{'vec':>8} {'envs':>4} {'start s':>8} {'warm-up s':>9} {'steps':>6} {'wall s':>7} "
           f"{'steps/s':>8} {'rollout s':>9} {'learn s':>8} {'main cpu s':>10} "
-          f"{'worker cpu s':>13} {'idle est.':>9} {'peak RSS MB':>11} {'load':>5}")
+          f"{'worker cpu s':>13} {'idle est.':>9} {'peak RSS MB':>11} {'workers MB':>11} "
+          f"{'PSS MB':>7} {'load':>5}")
     runs = [("subproc", args.baseline)] if args.baseline else []
     runs += [(args.vec, n_envs) for n_envs in args.n_envs]
     results = []
     for vec, n_envs in runs:
-        r = measure(n_envs, args.timesteps, args.suite, args.seed, vec)
+        r = measure(n_envs, args.timesteps, args.suite, args.seed, vec, args.processes)
         results.append(r)
         workers = "/".join(f"{c:.1f}" for c in r["worker_cpu_s"]) or "-"
+        workers_mb = "/".join(f"{m:.0f}" for m in r["worker_peak_rss_mb"]) or "-"
         print(f"{vec:>8} {r['n_envs']:>4} {r['start_s']:>8.1f} {r['warmup_s']:>9.1f} "
               f"{r['steps']:>6} {r['wall_s']:>7.1f} {r['steps_per_s']:>8.1f} "
               f"{r['rollout_s']:>9.1f} {r['learn_s']:>8.1f} {r['main_cpu_s']:>10.1f} "
               f"{workers:>13} {r['idle_estimate']:>9.0f} {r['peak_rss_mb']:>11.0f} "
-              f"{r['load']:>5.1f}", flush=True)
+              f"{workers_mb:>11} {r['pss_mb']:>7.0f} {r['load']:>5.1f}", flush=True)
     last = results[-1]
     if args.baseline:
         ratio = last["steps_per_s"] / results[0]["steps_per_s"]

@@ -42,6 +42,13 @@ def train(
             "tasks take turns)."
         ),
     ] = None,
+    processes: Annotated[
+        int | None,
+        typer.Option(
+            help="With --vec batched: worker processes to split the copies into "
+            "(default 0: one per CPU core)."
+        ),
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed of the run.")] = None,
     out: Annotated[Path | None, typer.Option(help="Run folder. Default: runs/<algo>.")] = None,
     resume: Annotated[
@@ -103,6 +110,7 @@ def train(
         "timesteps": timesteps,
         "n_envs": n_envs,
         "vec": vec,
+        "processes": processes,
         "seed": seed,
         "eval_every": eval_every,
         "checkpoint_every": checkpoint_every,
