@@ -205,7 +205,8 @@ class TrainConfig:
     default) makes an initial stop ~1.6% likely.
 
     ``processes`` (``vec='batched'`` only) splits the ``n_envs`` copies into that many
-    groups, a worker process each; 0 means one per CPU core (at most ``n_envs``).
+    groups, a worker process each (1: all in this process; 0: one per CPU core, at most
+    ``n_envs``). Each process holds its own TensorFlow and compiled tasks.
     """
 
     algo: str = "ppo"
@@ -214,7 +215,7 @@ class TrainConfig:
     timesteps: int = 100_000
     n_envs: int = 2
     vec: str = "subproc"
-    processes: int = 0
+    processes: int = 1
     seed: int = 0
     eval_every: int = 5000
     eval_tasks: str = "holdout"
@@ -265,8 +266,10 @@ class TrainConfig:
         if self.eval_every < 0:
             raise TrainError(f"`eval_every` must be >= 0 (0 disables), got {self.eval_every}")
         if self.processes < 0:
-            raise TrainError(f"`processes` must be >= 0 (0: one per core), got {self.processes}")
-        if self.processes and self.vec != "batched":
+            raise TrainError(
+                f"`processes` must be >= 0 (0: one per core), got {self.processes}"
+            )
+        if self.processes != 1 and self.vec != "batched":
             raise TrainError(
                 "`processes` splits the copies of `vec='batched'`; other kinds of "
                 "environments take one process each (subproc) or none (dummy)"

@@ -5,8 +5,7 @@ defaults, evaluation and checkpoints off) and the environments of ``--vec``:
 
 1. start the workers (``subproc``: ``SubprocVecEnv``, one process each, or in-process
    for 1; ``dummy``: all in-process; ``batched``: N copies of a task trained in
-   compiled calls, split into ``--processes`` worker processes, one per core by
-   default, or in-process with ``--processes 1``);
+   compiled calls, in-process, or split into ``--processes`` worker processes);
 2. warm up: every worker resets once on every task, which builds and compiles
    each task's Keras model (batched: every task's group is built and XLA-compiled);
    a one-off cost per worker and task, reported apart;
@@ -55,7 +54,7 @@ def measure(
 
     config = build_config(
         {"suite": suite, "n_envs": n_envs, "seed": seed, "eval_every": 0, "vec": vec,
-         "processes": processes if vec == "batched" else 0}
+         "processes": processes if vec == "batched" else 1}
     )
     started = time.perf_counter()
     workers = make_workers(config)
@@ -120,8 +119,8 @@ def main() -> None:
     parser.add_argument(
         "--processes",
         type=int,
-        default=0,
-        help="batched: worker processes the copies are split into (0: one per core)",
+        default=1,
+        help="batched: worker processes the copies are split into (1: in-process; 0: per core)",
     )
     parser.add_argument(
         "--baseline",

@@ -259,3 +259,17 @@ def test_a_lone_copy_of_a_recurrent_model_trains() -> None:
         assert group.epochs.tolist() == [1, 0]
     finally:
         group.close()
+
+
+def test_the_processes_setting_is_checked() -> None:
+    from fitpilot.agents.config import TrainError, build_config
+
+    with pytest.raises(TrainError, match="splits the copies of `vec='batched'`"):
+        build_config({"processes": 2}).check()
+    with pytest.raises(TrainError, match=r"`processes` \(5\) must be <= `n_envs` \(4\)"):
+        build_config({"vec": "batched", "n_envs": 4, "processes": 5}).check()
+    with pytest.raises(TrainError, match="must be >= 0"):
+        build_config({"vec": "batched", "processes": -1}).check()
+    config = build_config({"vec": "batched", "n_envs": 1, "processes": 0})
+    config.check()
+    assert config.batched_processes() == 1
