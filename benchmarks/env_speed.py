@@ -26,13 +26,16 @@ that): env steps per second of ``BatchedVecEnv`` with N copies of the task (one
 step = N env steps; actions lower/keep/raise drawn at random, so episodes run to
 the budget and auto-reset), against ``KerasTrainingEnv.step`` with the same actions,
 in interleaved rounds (medians), with the load average and the process's peak RSS.
-Also per CPU second of this process (one TensorFlow thread): on a machine loaded by
-others that is close to the rate on an idle core. Targets: >= 1,000 env steps/s at
-N=16; RSS <= 2 GB.
+Also per CPU second of this process (one TensorFlow thread) and its workers: on a
+machine loaded by others that is close to the rate on idle cores. ``--processes P``
+splits the N copies into P worker processes (``ProcessGroupsVecEnv``, as
+``fitpilot train --processes``); peak RSS is then the largest process's. Targets:
+>= 1,000 env steps/s at N=16; RSS <= 2 GB.
 
     FITPILOT_THREADS=1 .venv/bin/python benchmarks/env_speed.py
     FITPILOT_THREADS=2 .venv/bin/python benchmarks/env_speed.py --episodes 1000
     FITPILOT_THREADS=1 .venv/bin/python benchmarks/env_speed.py --batched 1 4 16
+    FITPILOT_THREADS=1 .venv/bin/python benchmarks/env_speed.py --batched 16 --processes 2
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from measure import peak_rss_mb, rss_mb  # benchmarks/measure.py, beside this script
+from measure import cpu_seconds, peak_rss_mb, rss_mb  # benchmarks/measure.py, beside this
 
 from fitpilot import runtime
 
@@ -153,11 +156,40 @@ def hand_written_epoch(task: Any) -> Callable[[int], Any]:
 
 
 
-def batched_speed(task: Any, copies: list[int], rounds: int, steps: int) -> None:
-    """Env steps/s of ``BatchedVecEnv`` per N in ``copies`` vs the single env, interleaved."""
+def batched_group(task: Any, copies: int) -> Any:
+    """A ``BatchedVecEnv`` of ``copies`` copies of ``task`` (in a worker process: TF first)."""
+    runtime.configure(1)
+    from fitpilot.agents.batched_vecenv import BatchedVecEnv
+
+    return BatchedVecEnv([task], copies)
+
+
+def batched_envs(task: Any, copies: int, processes: int) -> Any:
+    """N copies of ``task``: in this process, or split into ``processes`` worker processes."""
+    if processes == 1:
+        return batched_group(task, copies)
+    import functools
+
     import numpy as np
 
-    from fitpilot.agents.batched_vecenv import BatchedVecEnv
+    from fitpilot.agents.process_vecenv import ProcessGroupsVecEnv
+
+    sizes = [len(part) for part in np.array_split(np.arange(copies), processes)]
+    return ProcessGroupsVecEnv([functools.partial(batched_group, task, size) for size in sizes])
+
+
+def process_tree_cpu(venv: Any) -> float:
+    """CPU seconds so far of this process and of ``venv``'s worker processes, if any."""
+    pids = [process.pid for process in getattr(venv, "processes", [])]
+    return time.process_time() + sum(cpu_seconds(pid) for pid in pids)
+
+
+def batched_speed(
+    task: Any, copies: list[int], rounds: int, steps: int, processes: int = 1
+) -> None:
+    """Env steps/s of the batched env per N in ``copies`` vs the single env, interleaved."""
+    import numpy as np
+
     from fitpilot.envs.env import KerasTrainingEnv
 
     rng = np.random.default_rng(0)
@@ -175,7 +207,7 @@ def batched_speed(task: Any, copies: list[int], rounds: int, steps: int) -> None
         f"{'load':>5} {'peak RSS MB':>11}"
     )
     for n in copies:
-        venv = BatchedVecEnv([task], n)
+        venv = batched_envs(task, n, min(processes, n))
         started = time.perf_counter()
         venv.seed(0)
         venv.reset()
@@ -195,10 +227,12 @@ def batched_speed(task: Any, copies: list[int], rounds: int, steps: int) -> None
                 ("single", single_steps, steps),
                 ("batched", batched_steps, max(steps // n, 1) * n),
             ):
-                wall, cpu = time.perf_counter(), time.process_time()
+                wall, cpu = time.perf_counter(), process_tree_cpu(venv)
                 run()
-                wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+                wall, cpu = time.perf_counter() - wall, process_tree_cpu(venv) - cpu
                 rates[name].append((count / wall, count / cpu))
+        pids = [process.pid for process in getattr(venv, "processes", [])]
+        peak = max([peak_rss_mb(), *(peak_rss_mb(pid) for pid in pids)])
         venv.close()
         (one, one_cpu), (many, many_cpu) = (
             tuple(statistics.median(r[k] for r in rates[name]) for k in (0, 1))
@@ -210,8 +244,9 @@ def batched_speed(task: Any, copies: list[int], rounds: int, steps: int) -> None
             f"{load:>5.1f}"
         )
         print(
-            f"{f'BatchedVecEnv N={n}':<28} {many:>11.0f} {many / one:>8.2f} {many_cpu:>9.0f} "
-            f"{many_cpu / one_cpu:>8.2f} {load:>5.1f} {peak_rss_mb():>11.0f}   "
+            f"{f'batched N={n}, {min(processes, n)} process(es)':<28} {many:>11.0f} "
+            f"{many / one:>8.2f} {many_cpu:>9.0f} "
+            f"{many_cpu / one_cpu:>8.2f} {load:>5.1f} {peak:>11.0f}   "
             f"(first reset + step: {compile_s:.1f} s)",
             flush=True,
         )
@@ -244,6 +279,12 @@ def main() -> None:
         "--batched", type=int, nargs="+", help="time BatchedVecEnv with these N instead"
     )
     parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (--batched)")
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="--batched: split the N copies into this many worker processes (1: in-process)",
+    )
     parser.add_argument("--round-steps", type=int, default=160, help="env steps per round")
     args = parser.parse_args()
     threads = runtime.configure()
@@ -258,7 +299,7 @@ def main() -> None:
         f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
     )
     if args.batched:
-        batched_speed(task, args.batched, args.rounds, args.round_steps)
+        batched_speed(task, args.batched, args.rounds, args.round_steps, args.processes)
         print(f"load average at the end {os.getloadavg()[0]:.1f}")
         return
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 
 def peak_rss_mb(pid: int | str = "self") -> float:
     """Peak resident set size of process ``pid`` (default: this one) so far, in MB."""
@@ -31,3 +33,10 @@ def _status_mb(field: str, pid: int | str) -> float:
             if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def cpu_seconds(pid: int | str = "self") -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

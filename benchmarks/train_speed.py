@@ -36,7 +36,7 @@ import os
 import time
 from typing import Any
 
-from measure import peak_rss_mb, pss_mb  # benchmarks/measure.py, beside this script
+from measure import cpu_seconds, peak_rss_mb, pss_mb  # benchmarks/measure.py, beside this
 
 from fitpilot import runtime
 from fitpilot.agents.config import VEC_ENVS
@@ -100,13 +100,6 @@ def measure(
         "load": os.getloadavg()[0],
     }
 
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``)."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:
