@@ -27,7 +27,7 @@ anyway, and no transport is paid).
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -255,19 +255,26 @@ class BatchedVecEnv(VecEnv):
 def make_batched_workers(config: TrainConfig, n_envs: int | None = None) -> VecEnv:
     """``n_envs`` monitored copies per task of ``config``'s tasks, batched.
 
-    In ``config.batched_processes()`` groups of (nearly) equal size, each in a worker
-    process of its own (:class:`~fitpilot.agents.process_vecenv.ProcessGroupsVecEnv`),
-    or, for one group, in this process. Every group has the same task order.
+    In ``config.batched_processes()`` worker processes (see :func:`grouped`), or in
+    this process for one. Every group has the same task order.
     """
     n_envs = n_envs or config.n_envs
-    processes = min(config.batched_processes(), n_envs)
+    make_group = functools.partial(batched_group, config)
+    return VecMonitor(grouped(make_group, n_envs, config.batched_processes()))
+
+
+def grouped(make_group: Callable[[int], VecEnv], copies: int, processes: int) -> VecEnv:
+    """``copies`` envs as one VecEnv: ``make_group(copies)`` in this process if
+    ``processes`` is 1, else ``processes`` groups of nearly equal size (at most
+    ``copies``), each built by ``make_group(size)`` in a worker process of its own
+    (:class:`~fitpilot.agents.process_vecenv.ProcessGroupsVecEnv`)."""
+    processes = min(processes, copies)
     if processes == 1:
-        return VecMonitor(batched_group(config, n_envs))
+        return make_group(copies)
     from fitpilot.agents.process_vecenv import ProcessGroupsVecEnv
 
-    sizes = [len(part) for part in np.array_split(np.arange(n_envs), processes)]
-    factories = [functools.partial(batched_group, config, size) for size in sizes]
-    return VecMonitor(ProcessGroupsVecEnv(factories))
+    sizes = [len(part) for part in np.array_split(np.arange(copies), processes)]
+    return ProcessGroupsVecEnv([functools.partial(make_group, size) for size in sizes])
 
 
 def batched_group(config: TrainConfig, copies: int) -> BatchedVecEnv:

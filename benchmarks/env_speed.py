@@ -164,20 +164,6 @@ def batched_group(task: Any, copies: int) -> Any:
     return BatchedVecEnv([task], copies)
 
 
-def batched_envs(task: Any, copies: int, processes: int) -> Any:
-    """N copies of ``task``: in this process, or split into ``processes`` worker processes."""
-    if processes == 1:
-        return batched_group(task, copies)
-    import functools
-
-    import numpy as np
-
-    from fitpilot.agents.process_vecenv import ProcessGroupsVecEnv
-
-    sizes = [len(part) for part in np.array_split(np.arange(copies), processes)]
-    return ProcessGroupsVecEnv([functools.partial(batched_group, task, size) for size in sizes])
-
-
 def process_tree_cpu(venv: Any) -> float:
     """CPU seconds so far of this process and of ``venv``'s worker processes, if any."""
     pids = [process.pid for process in getattr(venv, "processes", [])]
@@ -188,8 +174,11 @@ def batched_speed(
     task: Any, copies: list[int], rounds: int, steps: int, processes: int = 1
 ) -> None:
     """Env steps/s of the batched env per N in ``copies`` vs the single env, interleaved."""
+    import functools
+
     import numpy as np
 
+    from fitpilot.agents.batched_vecenv import grouped
     from fitpilot.envs.env import KerasTrainingEnv
 
     rng = np.random.default_rng(0)
@@ -207,7 +196,7 @@ def batched_speed(
         f"{'load':>5} {'peak RSS MB':>11}"
     )
     for n in copies:
-        venv = batched_envs(task, n, min(processes, n))
+        venv = grouped(functools.partial(batched_group, task), n, processes)
         started = time.perf_counter()
         venv.seed(0)
         venv.reset()

@@ -388,3 +388,21 @@ def test_a_v2_recipe_trains_and_exports_a_bundle_the_callback_runs(tmp_path: Pat
     controller = LearnedController.load(out / "controller.zip")
     model.fit(x, x[:, :1], validation_split=0.25, epochs=3, verbose=0, callbacks=[controller])
     assert controller.decisions
+
+
+@pytest.mark.slow
+def test_the_v2_settings_train_batched_in_two_worker_processes(tmp_path: Path) -> None:
+    """`--vec batched --processes 2` with featurizer v2 and rollback, from the command line."""
+    out = tmp_path / "run"
+    code, output = run_cli(
+        "--tasks", TINY_TASKS, "--timesteps", "64", "--vec", "batched", "--n-envs", "4",
+        "--processes", "2", "--eval-every", "0", "--hp", "n_steps=16", "--hp", "batch_size=32",
+        "--env", "featurizer.version=2", "--env", "actions.factors=[0.5, 1, 1.5, 2]",
+        "--env", "actions.rollback=true", "--out", str(out), "--no-progress",
+    )
+    assert code == 0, output
+    bundle = load_bundle(out / "controller.zip")
+    assert bundle.featurizer.version == 2 and bundle.actions.rollback
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert (config["vec"], config["n_envs"], config["processes"]) == ("batched", 4, 2)
+    assert json.loads((out / "summary.json").read_text())["timesteps"] >= 64
