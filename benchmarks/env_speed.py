@@ -30,7 +30,8 @@ Also per CPU second of this process (one TensorFlow thread) and its workers: on 
 machine loaded by others that is close to the rate on idle cores. ``--processes P``
 splits the N copies into P worker processes (``ProcessGroupsVecEnv``, as
 ``fitpilot train --processes``); peak RSS is then the largest process's. Targets:
->= 1,000 env steps/s at N=16; RSS <= 2 GB.
+>= 1,000 env steps/s at N=16; RSS <= 2 GB. ``--task`` picks another train-suite
+task for it (e.g. ``digits_cnn``).
 
     FITPILOT_THREADS=1 .venv/bin/python benchmarks/env_speed.py
     FITPILOT_THREADS=2 .venv/bin/python benchmarks/env_speed.py --episodes 1000
@@ -275,13 +276,21 @@ def main() -> None:
         help="--batched: split the N copies into this many worker processes (1: in-process)",
     )
     parser.add_argument("--round-steps", type=int, default=160, help="env steps per round")
+    parser.add_argument(
+        "--task",
+        default="digits_mlp",
+        help="--batched: a task of the train suite (e.g. digits_cnn, sine_gru)",
+    )
     args = parser.parse_args()
     threads = runtime.configure()
 
     from fitpilot.envs.runner import FastEpochRunner
     from fitpilot.envs.suites import train_suite
 
-    task = next(t for t in train_suite() if t.name == "digits_mlp")
+    tasks = {t.name: t for t in train_suite()}
+    if args.task not in tasks or (args.task != "digits_mlp" and not args.batched):
+        parser.error(f"--task: one of {', '.join(tasks)}, and only with --batched")
+    task = tasks[args.task]
     print(
         f"task {task.name}: {len(task.data().train)} training rows, batch {task.batch_size}, "
         f"{task.optimizer_name}; TensorFlow threads {threads}; "
