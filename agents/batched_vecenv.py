@@ -18,10 +18,10 @@ to the next (in a seeded random order, all tasks once per cycle): the episodes r
 at the switch end truncated (``TimeLimit.truncated``). Each task's group is compiled
 on its first turn (seconds) and kept.
 
-:func:`make_batched_workers` splits ``fitpilot train``'s copies into groups, one per
-worker process (one TensorFlow thread each), so that every core trains epochs; with
-one group, TensorFlow runs in the learner's process (the learner waits for the step
-anyway, and no transport is paid).
+By default (``processes: 1``) TensorFlow runs in the learner's process, on one thread:
+the learner waits for the step anyway, and no transport is paid. With ``processes``
+> 1, :func:`make_batched_workers` splits the copies into groups, one per worker
+process, so that every core trains epochs (see :func:`grouped`).
 """
 
 from __future__ import annotations
