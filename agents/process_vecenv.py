@@ -34,6 +34,8 @@ from stable_baselines3.common.vec_env.base_vec_env import (
     VecEnvStepReturn,
 )
 
+from fitpilot.runtime import worker_start_method
+
 CLOSE_SECONDS = 10.0  # how long close() waits for a worker before terminating it
 
 
@@ -103,8 +105,8 @@ class ProcessGroupsVecEnv(VecEnv):
     Args:
         factories: each builds one group's VecEnv, in its worker (cloudpickled). All
             groups must have the same observation and action spaces.
-        start_method: multiprocessing start method; default ``forkserver`` where it
-            exists, else ``spawn`` (never ``fork``: TensorFlow and torch are loaded).
+        start_method: multiprocessing start method; default
+            :func:`~fitpilot.runtime.worker_start_method` (never ``fork``).
 
     Attributes:
         processes: the worker processes, one per group.
@@ -116,10 +118,7 @@ class ProcessGroupsVecEnv(VecEnv):
     ) -> None:
         if not factories:
             raise ValueError("ProcessGroupsVecEnv needs at least one group")
-        if start_method is None:
-            methods = multiprocessing.get_all_start_methods()
-            start_method = "forkserver" if "forkserver" in methods else "spawn"
-        context = multiprocessing.get_context(start_method)
+        context = multiprocessing.get_context(start_method or worker_start_method())
         self.remotes: list[Connection] = []
         self.processes: list[multiprocessing.process.BaseProcess] = []
         self.closed = False

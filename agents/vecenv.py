@@ -16,12 +16,11 @@ child's TensorFlow (and torch) thread pools to one thread first.
 from __future__ import annotations
 
 import functools
-import multiprocessing
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fitpilot.agents.config import WORKER_THREADS, TrainConfig, TrainError
-from fitpilot.runtime import configure
+from fitpilot.runtime import configure, worker_start_method
 
 if TYPE_CHECKING:
     import gymnasium
@@ -54,9 +53,7 @@ def make_workers(config: TrainConfig, n_envs: int | None = None) -> VecEnv:
     if n_envs == 1 or config.vec == "dummy":
         workers: VecEnv = DummyVecEnv([factory] * n_envs)
     else:
-        methods = multiprocessing.get_all_start_methods()
-        method = "forkserver" if "forkserver" in methods else "spawn"
-        workers = SubprocVecEnv([factory] * n_envs, start_method=method)
+        workers = SubprocVecEnv([factory] * n_envs, start_method=worker_start_method())
     return VecMonitor(workers)
 
 

@@ -48,7 +48,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from measure import cpu_seconds, peak_rss_mb, rss_mb  # benchmarks/measure.py, beside this
+from measure import (  # benchmarks/measure.py, beside this script
+    cpu_seconds,
+    peak_rss_mb,
+    rss_mb,
+    worker_pids,
+)
 
 from fitpilot import runtime
 
@@ -165,9 +170,8 @@ def batched_group(task: Any, copies: int) -> Any:
     return BatchedVecEnv([task], copies)
 
 
-def process_tree_cpu(venv: Any) -> float:
-    """CPU seconds so far of this process and of ``venv``'s worker processes, if any."""
-    pids = [process.pid for process in getattr(venv, "processes", [])]
+def process_tree_cpu(pids: list[int]) -> float:
+    """CPU seconds so far of this process and of the worker processes ``pids``."""
     return time.process_time() + sum(cpu_seconds(pid) for pid in pids)
 
 
@@ -198,6 +202,7 @@ def batched_speed(
     )
     for n in copies:
         venv = grouped(functools.partial(batched_group, task), n, processes)
+        pids = worker_pids(venv)
         started = time.perf_counter()
         venv.seed(0)
         venv.reset()
@@ -217,11 +222,10 @@ def batched_speed(
                 ("single", single_steps, steps),
                 ("batched", batched_steps, max(steps // n, 1) * n),
             ):
-                wall, cpu = time.perf_counter(), process_tree_cpu(venv)
+                wall, cpu = time.perf_counter(), process_tree_cpu(pids)
                 run()
-                wall, cpu = time.perf_counter() - wall, process_tree_cpu(venv) - cpu
+                wall, cpu = time.perf_counter() - wall, process_tree_cpu(pids) - cpu
                 rates[name].append((count / wall, count / cpu))
-        pids = [process.pid for process in getattr(venv, "processes", [])]
         peak = max([peak_rss_mb(), *(peak_rss_mb(pid) for pid in pids)])
         venv.close()
         (one, one_cpu), (many, many_cpu) = (

@@ -35,6 +35,12 @@ def _status_mb(field: str, pid: int | str) -> float:
     return float("nan")
 
 
+def worker_pids(venv: object) -> list[int]:
+    """The pids of a VecEnv's worker processes (``SubprocVecEnv``, ``ProcessGroupsVecEnv``);
+    none for an in-process one."""
+    return [process.pid for process in getattr(venv, "processes", [])]
+
+
 def cpu_seconds(pid: int | str = "self") -> float:
     """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``)."""
     with open(f"/proc/{pid}/stat") as stat:

@@ -36,14 +36,19 @@ import os
 import time
 from typing import Any
 
-from measure import cpu_seconds, peak_rss_mb, pss_mb  # benchmarks/measure.py, beside this
+from measure import (  # benchmarks/measure.py, beside this script
+    cpu_seconds,
+    peak_rss_mb,
+    pss_mb,
+    worker_pids,
+)
 
 from fitpilot import runtime
 from fitpilot.agents.config import VEC_ENVS
 
 
 def measure(
-    n_envs: int, timesteps: int, suite: str, seed: int, vec: str, processes: int = 0
+    n_envs: int, timesteps: int, suite: str, seed: int, vec: str, processes: int = 1
 ) -> dict[str, Any]:
     """Start-up, warm-up and learning figures of one PPO run with ``n_envs`` environments."""
     from fitpilot.agents.callbacks import RolloutTimerCallback
@@ -69,7 +74,7 @@ def measure(
         warmup_seconds = time.perf_counter() - started
         model = new_model(config, wrap(workers, config))
         timer = RolloutTimerCallback()
-        pids = [p.pid for p in getattr(workers.venv, "processes", [])]
+        pids = worker_pids(workers.venv)
         cpu_before = [time.process_time()] + [cpu_seconds(pid) for pid in pids]
         started = time.perf_counter()
         model.learn(timesteps, callback=timer)

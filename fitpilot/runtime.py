@@ -108,3 +108,11 @@ def enable_determinism(seed: int) -> None:
 
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
+
+
+def worker_start_method() -> str:
+    """The start method of environment worker processes: ``forkserver`` where it exists,
+    else ``spawn``; never ``fork`` (TensorFlow and torch do not survive one)."""
+    import multiprocessing  # here: most processes never start workers
+
+    return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
