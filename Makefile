@@ -38,7 +38,7 @@ setup: $(STAMP)
 	@rm -rf $(STATIC) && mkdir -p $(STATIC)
 	@for path in $$(find fitpilot -mindepth 1 -maxdepth 1 ! -name __pycache__); do \
 	  ln -s "$(CURDIR)/$$path" $(STATIC)/; done
-	@for folder in controller envs agents experiments; do \
+	@for folder in controller baselines envs agents experiments; do \
 	  ln -s "$(CURDIR)/$$folder" $(STATIC)/$$folder; done
 
 $(STAMP): pyproject.toml

@@ -36,10 +36,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from fitpilot.baselines.lr_finder import LRFinderResult, find_learning_rate
+from fitpilot.baselines.prodigy import Prodigy
 from fitpilot.controller.bundle import load_bundle
 from fitpilot.controller.callback import LearnedController
-from fitpilot.controller.lr_finder import LRFinderResult, find_learning_rate
-from fitpilot.controller.prodigy import Prodigy
 from fitpilot.envs.tasks import Split, TaskData, TrainingTask
 from fitpilot.errors import FitpilotError
 from fitpilot.experiments.settings import BenchmarkError, RunOrder, RunRecord

@@ -33,9 +33,10 @@ _LAZY = {
     "LearnedController": "fitpilot.controller.callback",
     "Featurizer": "fitpilot.controller.features",
     "KerasTrainingEnv": "fitpilot.envs.env",
-    "Prodigy": "fitpilot.controller.prodigy",
-    "find_learning_rate": "fitpilot.controller.lr_finder",
-    "LRFinderResult": "fitpilot.controller.lr_finder",
+    "Prodigy": "fitpilot.baselines.prodigy",
+    "find_learning_rate": "fitpilot.baselines.lr_finder",
+    "LRFinderResult": "fitpilot.baselines.lr_finder",
+    "LRFinder": "fitpilot.baselines.lr_finder",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

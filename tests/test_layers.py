@@ -6,12 +6,14 @@ cannot follow ``fitpilot.envs.tasks`` to ``envs/tasks.py``. This test reads the
 map from ``pyproject.toml``, parses every module's imports with ``ast``
 (function-local ones included) and asserts the stack, top to bottom:
 
-    commands, cli, the package face  >  experiments | agents  >  envs  >  controller
-    >  ground (errors, runtime, jsonable, _version, ray_backend)
+    commands, cli, the package face  >  experiments | agents  >  envs  >  baselines
+    >  controller  >  ground (errors, runtime, jsonable, _version, ray_backend)
 
-plus: ``controller/`` never imports torch or stable-baselines3, ``experiments``
-and ``agents`` never import each other, and no two modules import each other
-in a cycle (imports under ``if TYPE_CHECKING:`` are left out of the cycle check:
+``baselines/`` (range test, Prodigy, the rival rules) sits beside the controller on the
+deployed side: it may use the controller's Keras helpers, the controller never uses it.
+Plus: neither ``controller/`` nor ``baselines/`` imports torch, stable-baselines3 or Ray;
+``experiments`` and ``agents`` never import each other, and no two modules import each
+other in a cycle (imports under ``if TYPE_CHECKING:`` are left out of the cycle check:
 they never run).
 """
 
@@ -34,9 +36,18 @@ ROOT = Path(__file__).resolve().parents[1]
 #: Rank of each layer: a module may import modules of a lower rank, or of its own package.
 GROUND = ("fitpilot.errors", "fitpilot.runtime", "fitpilot.jsonable", "fitpilot._version",
           "fitpilot.ray_backend")
-RANKS = {"ground": 0, "controller": 1, "envs": 2, "agents": 3, "experiments": 3, "face": 4}
-#: Third-party packages a layer must never import.
-FORBIDDEN = {"controller": ("torch", "stable_baselines3", "sb3_contrib", "ray")}
+RANKS = {
+    "ground": 0,
+    "controller": 1,
+    "baselines": 2,
+    "envs": 3,
+    "agents": 4,
+    "experiments": 4,
+    "face": 5,
+}
+#: Third-party packages a layer must never import (the deployed side runs on a core install).
+_TRAINING_ONLY = ("torch", "stable_baselines3", "sb3_contrib", "ray")
+FORBIDDEN = {"controller": _TRAINING_ONLY, "baselines": _TRAINING_ONLY}
 
 
 @dataclass(frozen=True)
@@ -237,6 +248,24 @@ def test_the_checks_catch_a_planted_upward_import(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(f"{__name__}.imports_of", with_plant)
     assert any("fitpilot.agents.train (agents)" in line for line in upward_imports())
     assert any("imports torch" in line for line in forbidden_imports())
+
+
+def test_the_checks_catch_the_controller_importing_a_baseline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The deployed controller may not lean on a baseline (the other way round is fine)."""
+    real = imports_of.__wrapped__  # type: ignore[attr-defined]
+
+    def with_plant(module: str) -> tuple[Import, ...]:
+        extra = (
+            (Import("fitpilot.baselines.prodigy", 1, False),)
+            if module == "fitpilot.controller.callback"
+            else ()
+        )
+        return real(module) + extra
+
+    monkeypatch.setattr(f"{__name__}.imports_of", with_plant)
+    assert any("fitpilot.baselines.prodigy (baselines)" in line for line in upward_imports())
 
 
 def test_the_cycle_check_finds_a_cycle() -> None:

@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from fitpilot import LRFinderResult, find_learning_rate
-from fitpilot.controller.lr_finder import LRFinder, LRFinderError, suggest, valley_index
+from fitpilot.baselines.lr_finder import LRFinder, LRFinderError, suggest, valley_index
 
 # --- the valley rule against fastai's code ------------------------------------------
 

@@ -22,7 +22,7 @@ import keras
 import numpy as np
 import pytest
 
-from fitpilot.controller.prodigy import Prodigy, ProdigyError
+from fitpilot.baselines.prodigy import Prodigy, ProdigyError
 
 STEPS = 200
 TOLERANCE = 1e-5

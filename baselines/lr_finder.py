@@ -40,7 +40,6 @@ from typing import Any
 
 import keras
 import numpy as np
-from matplotlib.figure import Figure
 
 from fitpilot.controller.actions import (
     ActionError,
@@ -89,6 +88,8 @@ class LRFinderResult:
         Leaves out the last 5 points, as fastai's ``plot_lr_find`` does: the blow-up
         that ended the test would flatten the rest of the curve.
         """
+        from matplotlib.figure import Figure  # here: the range test itself needs no matplotlib
+
         figure = Figure(figsize=(6, 4))
         ax = figure.subplots()
         shown = len(self.losses) - DROP_LAST if len(self.losses) > DROP_LAST else len(self.losses)
