@@ -20,6 +20,14 @@ variable, then updates ``d``, then every variable.
 Written with ``keras.ops`` only: it runs on the TensorFlow, JAX and torch
 backends. Not supported: ``tf.distribute`` strategies (the global sums are
 per replica).
+
+Sparse gradients: TensorFlow gives an ``Embedding``'s gradient as ``IndexedSlices``
+(the rows a batch touched, and their values). Prodigy makes it dense first (rows the
+batch did not touch get a zero gradient, repeated rows add up), so every row takes
+exactly the reference's step on that dense gradient: the touched rows as in a dense
+model, the others with their moments decaying and their momentum still moving them,
+as in the reference and in Keras' own Adam. JAX and torch give embeddings dense
+gradients already. The cost is one dense copy of the embedding's gradient per step.
 """
 
 from __future__ import annotations
@@ -170,7 +178,7 @@ class Prodigy(keras.optimizers.Optimizer):
             index = self._get_variable_index(variable)
             dtype = variable.dtype
             value = variable.value
-            grad = ops.cast(grad, dtype)
+            grad = ops.cast(_dense(grad), dtype)
             decays = decay != 0 and self._use_weight_decay(variable)
             if decays and not self.decouple:
                 grad = grad + decay * value
@@ -247,6 +255,16 @@ class Prodigy(keras.optimizers.Optimizer):
             }
         )
         return config
+
+
+def _dense(gradient: Any) -> Any:
+    """``gradient`` as a dense tensor; TensorFlow's ``IndexedSlices`` (an embedding's
+    gradient: ``indices`` of rows, their ``values``) scattered into its ``dense_shape``,
+    rows that repeat added up (``scatter_nd``'s rule, the dense gradient's value)."""
+    if hasattr(gradient, "indices") and hasattr(gradient, "dense_shape"):
+        indices = ops.expand_dims(gradient.indices, -1)
+        return ops.scatter(indices, gradient.values, gradient.dense_shape)
+    return gradient
 
 
 def _constant(value: float) -> keras.initializers.Initializer:

@@ -9,6 +9,8 @@ TensorFlow: only building or checking a model does.
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -65,8 +67,9 @@ class TrainingTask:
         kind: ``"classification"`` or ``"regression"``.
         build_model: returns a fresh, uncompiled ``keras.Model``.
         load_data: returns the :class:`TaskData`; called once, then cached.
-        loss: a Keras loss identifier, e.g. ``"sparse_categorical_crossentropy"``.
-        metrics: Keras metric identifiers, e.g. ``("accuracy",)``.
+        loss: a Keras loss identifier, e.g. ``"sparse_categorical_crossentropy"``, or a Keras
+            loss object such as ``SparseCategoricalCrossentropy(from_logits=True)``.
+        metrics: Keras metric identifiers, e.g. ``("accuracy",)``, or metric objects.
         optimizer: ``"sgd"``, ``"adam"``, ``"adamw"`` or ``"rmsprop"``, or a callable taking a
             learning rate and returning a Keras optimizer.
         learning_rate: the default (well-chosen) learning rate.
@@ -81,8 +84,8 @@ class TrainingTask:
     kind: TaskKind
     build_model: Callable[[], keras.Model]
     load_data: Callable[[], TaskData]
-    loss: str
-    metrics: tuple[str, ...] = ()
+    loss: str | Any
+    metrics: tuple[str | Any, ...] = ()
     optimizer: str | Callable[[float], Any] = "adam"
     learning_rate: float = 1e-3
     batch_size: int = 32
@@ -307,3 +310,42 @@ def _check_splits(name: str, data: Any) -> None:
                 f"task {name!r}: the splits' {part} shapes per row differ: {shapes}; "
                 f"give every split the same shape"
             )
+
+
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+def describe(value: Any) -> str:
+    """A loss, metric or optimizer identifier as text that is equal for equal values.
+
+    A name stays itself; a Keras object (a loss, metric or optimizer with ``get_config``)
+    is its registered class and config, as ``keras.saving.serialize_keras_object`` gives
+    them, in JSON with sorted keys; another function or class is ``module.qualname``;
+    anything else its ``repr`` without memory addresses. Results stores compare tasks by
+    this text, so it must not change from one process to the next.
+    """
+    if isinstance(value, str):
+        return value
+    if hasattr(value, "get_config"):
+        import keras  # here: only a Keras object needs it
+
+        try:
+            serialized = keras.saving.serialize_keras_object(value)
+        except Exception:  # an object whose config does not serialize: fall through
+            serialized = None
+        if serialized is not None:
+            return json.dumps(serialized, sort_keys=True, default=str)
+    if callable(value) and hasattr(value, "__qualname__"):
+        return f"{getattr(value, '__module__', '?')}.{value.__qualname__}"
+    return without_addresses(repr(value))
+
+
+def without_addresses(text: str) -> str:
+    """``text`` with the `` at 0x7f..`` memory addresses of Python reprs cut out."""
+    return _ADDRESS.sub("", text)
+
+
+def legacy_description(value: Any) -> str:
+    """How results stores before :func:`describe` wrote a loss or metric (``str(value)``),
+    addresses cut out: to continue such a store."""
+    return without_addresses(str(value))

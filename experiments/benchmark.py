@@ -46,7 +46,6 @@ from fitpilot.experiments.ray_execute import execute_on_ray
 from fitpilot.experiments.reference import grid_extensions, reference_rates
 from fitpilot.experiments.report import write_report
 from fitpilot.experiments.settings import (
-    FACTOR_FREE,
     MIN_TUNED_GRID,
     BenchmarkError,
     RunOrder,
@@ -59,6 +58,7 @@ from fitpilot.experiments.settings import (
     parse_strategies,
 )
 from fitpilot.experiments.store import ResultsStore
+from fitpilot.experiments.strategies import is_factor_free, strategy
 from fitpilot.experiments.worker import WorkerConfig, init_worker, run_in_process, run_in_worker
 from fitpilot.ray_backend import RayOptions
 from fitpilot.runtime import configure, default_threads
@@ -210,7 +210,8 @@ def plan_benchmark(
     # model that does not fit its data is one line, before anything is written.
     task_list = resolve_tasks(suite, tasks, default="holdout", check=True)
     controller_source = digest = None
-    if "learned" in names:
+    needs_controller = any(strategy(name).needs_controller for name in names)
+    if needs_controller:
         controller_source = (
             controller if controller == "pretrained" else str(Path(controller).resolve())
         )
@@ -226,7 +227,7 @@ def plan_benchmark(
         controller=digest,
         fitpilot_version=__version__,
         task_source=task_source,
-        controller_source=controller if "learned" in names else "",
+        controller_source=controller if needs_controller else "",
         lr_reference=reference,
     )
     return settings, WorkerConfig(task_source, controller_source, digest, threads)
@@ -249,12 +250,15 @@ def run_benchmark(
     First the constant-rate grid (extended at an edge for the tuned reference,
     :mod:`fitpilot.experiments.reference`), then every strategy from the
     reference rate times each starting factor. A :data:`FACTOR_FREE` strategy
-    runs once per task and seed; its record is stored for every factor.
+    runs once per task and seed; its record is stored for every factor. A run that raises
+    is stored as a failed run (its error's first line) and the others go on; with
+    ``resume`` the failed runs of an earlier call run again.
 
     With ``ray`` options the runs are Ray tasks (:mod:`fitpilot.experiments.ray_execute`)
     instead of local processes, and ``jobs`` is not used; ``execute`` replaces
-    both (tests). Returns the path of ``report.md``. Raises ``BenchmarkError``
-    for a store that cannot be used (other settings, or existing without ``resume``).
+    both (tests). Returns where the report is and which runs failed. Raises
+    ``BenchmarkError`` for a store that cannot be used (other settings, or existing
+    without ``resume``).
     """
     planned = settings.run_keys()
     with (
@@ -272,7 +276,39 @@ def run_benchmark(
             _executor(config, jobs, todo, ray, execute) as run,
         ):
             _run_plan(settings, store, run, bar)
-    return write_report(out).path
+        ran = [r for r in store.runs if settings.runs_at(r.key) == r.key]
+        failed = [r for r in ran if r.failed]
+    return BenchmarkResult(write_report(out).path, len(ran), failed)
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchmarkResult:
+    """What :func:`run_benchmark` leaves: the report, the runs in the store (a factor-free
+    strategy's counted once) and those of them that failed."""
+
+    report: Path
+    runs: int
+    failed: list[RunRecord]
+
+    def failure_line(self) -> str | None:
+        """One line on the failed runs (``None`` if none): how many, per strategy, the first
+        error, and how to retry them."""
+        if not self.failed:
+            return None
+        per_strategy: dict[str, int] = {}
+        for record in self.failed:
+            per_strategy[record.strategy] = per_strategy.get(record.strategy, 0) + 1
+        counts = ", ".join(f"{name} {count}" for name, count in per_strategy.items())
+        first = self.failed[0]
+        return (
+            f"{len(self.failed)} run(s) failed ({counts}); first: {first.key.label()}: "
+            f"{first.error}; they count as untrained in the report, and `--resume` runs them "
+            f"again"
+        )
+
+    @property
+    def all_failed(self) -> bool:
+        return bool(self.failed) and len(self.failed) >= self.runs
 
 
 @contextlib.contextmanager
@@ -300,7 +336,7 @@ def _run_plan(
                 for stored in [record, *_copies(settings, record)]:
                     if stored.key not in store.finished:
                         store.append(stored)
-                        bar.advance(stored.key.label())
+                        bar.advance(stored.key.label() + (" FAILED" if stored.failed else ""))
 
     defaults = {task.name: task.learning_rate for task in settings.tasks}
     grid = [key for key in settings.grid_keys() if key not in store.finished]
@@ -324,14 +360,14 @@ def _run_plan(
         runs_at = settings.runs_at(key)
         if runs_at not in store.finished and runs_at not in orders:
             reference = references.get(key.task, defaults[key.task])
-            factor = 1.0 if key.strategy in FACTOR_FREE else key.lr_factor
+            factor = 1.0 if is_factor_free(key.strategy) else key.lr_factor
             orders[runs_at] = RunOrder(runs_at, reference * factor)
     run(list(orders.values()))
 
 
 def _copies(settings: Settings, record: RunRecord) -> list[RunRecord]:
-    """The records a :data:`FACTOR_FREE` strategy's run stands for at the other factors."""
-    if record.strategy not in FACTOR_FREE or record.lr_factor != settings.lr_factors[0]:
+    """The records a factor-free strategy's run stands for at the other factors."""
+    if not is_factor_free(record.strategy) or record.lr_factor != settings.lr_factors[0]:
         return []
     return [dataclasses.replace(record, lr_factor=f) for f in settings.lr_factors[1:]]
 

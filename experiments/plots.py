@@ -16,31 +16,26 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
-from fitpilot.experiments.settings import ORACLE, RunRecord  # noqa: E402
+from fitpilot.experiments.settings import RunRecord  # noqa: E402
+from fitpilot.experiments.strategies import PRODUCT, STRATEGY_TABLE  # noqa: E402
 from fitpilot.experiments.summary import Summary, profile, tau_grid  # noqa: E402
 
-COLORS = {
-    "constant": "tab:gray",
-    "early_stopping": "tab:blue",
-    "reduce_lr": "tab:orange",
-    "es_reduce_lr": "tab:green",
-    "cosine": "tab:purple",
-    "lr_finder": "tab:brown",
-    "prodigy": "tab:cyan",
-    "learned": "tab:red",
-    ORACLE: "black",
-}
-#: Line styles, so that strategies with identical curves (none of their rules fired) stay visible.
-STYLES = {
-    "constant": (0, (1, 1.5)),
-    "early_stopping": (0, (6, 2)),
-    "reduce_lr": (0, (3, 2, 1, 2)),
-    "es_reduce_lr": (0, (10, 3)),
-    "cosine": "-",
-    "lr_finder": (0, (5, 1, 1, 1)),
-    "prodigy": "-",
-    "learned": "-",
-}
+
+def _color(name: str) -> str | None:
+    row = STRATEGY_TABLE.get(name)
+    return row.color if row is not None else None
+
+
+def _style(name: str) -> Any:
+    row = STRATEGY_TABLE.get(name)
+    return row.style if row is not None else "-"
+
+
+def _emphasis(name: str, plain: float, product: float) -> float:
+    """``product`` for the strategy the benchmark is about, else ``plain`` (widths, sizes)."""
+    return product if name == PRODUCT else plain
+
+
 MAX_TASKS, MAX_FACTORS = 4, 3
 DPI = 110
 
@@ -86,18 +81,18 @@ def plot_val_curves(
                 values = np.array(run.val_loss, dtype=float)
                 shown.append(values)
                 epochs = np.arange(1, len(values) + 1)
-                width, z = (2.2, 3) if name == "learned" else (1.3, 2)
+                width, z = _emphasis(name, 1.3, 2.2), _emphasis(name, 2, 3)
                 ax.plot(
                     epochs,
                     values,
-                    color=COLORS.get(name),
-                    ls=STYLES.get(name, "-"),
+                    color=_color(name),
+                    ls=_style(name),
                     lw=width,
                     zorder=z,
                     label=name,
                 )
                 if len(values) < run.budget:  # stopped early: mark the end
-                    ax.plot(epochs[-1:], values[-1:], "o", color=COLORS.get(name), ms=4, zorder=z)
+                    ax.plot(epochs[-1:], values[-1:], "o", color=_color(name), ms=4, zorder=z)
             if oracle is not None:
                 values = np.array(oracle.val_loss, dtype=float)
                 shown.append(values)
@@ -184,43 +179,41 @@ def _minor_label(value: float, _: object) -> str:
 
 
 def plot_lr_trajectories(
-    runs: Sequence[RunRecord], references: dict[str, float], path: Path
+    runs: Sequence[RunRecord], strategies: Sequence[str], references: dict[str, float], path: Path
 ) -> str | None:
-    """The learning rate the learned controller set per epoch: a panel per task, a line per run;
+    """The learning rate each of ``strategies`` set per epoch: a row of panels per strategy,
+    a panel per task (up to :data:`MAX_TASKS`), a line per run, coloured by starting factor;
     the dotted line is the task's reference rate (``references``, by task name)."""
-    learned = [r for r in runs if r.strategy == "learned"]
-    if not learned:
-        return "No runs of the learned controller in this benchmark."
-    tasks = list(dict.fromkeys(r.task for r in learned))
-    cols = min(2 if len(tasks) <= 4 else 3, len(tasks))
-    rows = math.ceil(len(tasks) / cols)
-    figure, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
-    factors = sorted({r.lr_factor for r in learned})
+    shown = [r for r in runs if r.strategy in strategies and not r.failed and r.lr]
+    names = [name for name in strategies if any(r.strategy == name for r in shown)]
+    if not names:
+        return "No runs of a strategy that sets the learning rate from the loss."
+    tasks = list(dict.fromkeys(r.task for r in shown))[:MAX_TASKS]
+    rows, cols = len(names), len(tasks)
+    figure, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.7 * rows), squeeze=False,
+                                sharey="col")
+    factors = sorted({r.lr_factor for r in shown})
     palette = plt.get_cmap("viridis")(np.linspace(0.1, 0.85, len(factors)))
     colour = dict(zip(factors, palette, strict=True))
-    for ax, task in zip(axes.flat, tasks, strict=False):
-        for run in (r for r in learned if r.task == task):
-            lr = np.array(run.lr, dtype=float)
-            lr = np.append(lr, lr[-1:])  # hold the last epoch's rate to its end
-            ax.step(
-                np.arange(1, len(lr) + 1),
-                lr,
-                where="post",
-                color=colour[run.lr_factor],
-                lw=1.4,
-                alpha=0.8,
-                label=f"start x{run.lr_factor:g}",
-            )
-        if task in references:
-            ax.axhline(references[task], color="black", ls=":", lw=1, label="reference lr (x1)")
-        ax.set_yscale("log")
-        _plain_log_ticks(ax)
-        ax.set_title(task, fontsize=9)
-        ax.set_xlabel("epoch", fontsize=8)
-        ax.set_ylabel("learning rate", fontsize=8)
-        ax.tick_params(labelsize=8)
-    for ax in list(axes.flat)[len(tasks) :]:
-        ax.axis("off")
+    for i, name in enumerate(names):
+        for j, task in enumerate(tasks):
+            ax = axes[i][j]
+            for run in (r for r in shown if r.task == task and r.strategy == name):
+                lr = np.array(run.lr, dtype=float)
+                lr = np.append(lr, lr[-1:])  # hold the last epoch's rate to its end
+                ax.step(np.arange(1, len(lr) + 1), lr, where="post", color=colour[run.lr_factor],
+                        lw=1.2, alpha=0.75, label=f"start x{run.lr_factor:g}")
+            if task in references:
+                ax.axhline(references[task], color="black", ls=":", lw=1,
+                           label="reference lr (x1)")
+            ax.set_yscale("log")
+            _plain_log_ticks(ax)
+            ax.set_title(f"{name}: {task}", fontsize=9)
+            ax.tick_params(labelsize=7)
+            if i == rows - 1:
+                ax.set_xlabel("epoch", fontsize=8)
+            if j == 0:
+                ax.set_ylabel("learning rate", fontsize=8)
     handles = {}
     for ax in axes.flat:
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
@@ -234,10 +227,9 @@ def plot_lr_trajectories(
         frameon=False,
         bbox_to_anchor=(0.5, -0.01),
     )
-    figure.suptitle(
-        "Learning rate of each epoch under the learned controller (one line per run)", fontsize=11
-    )
-    figure.tight_layout(rect=(0, 0.06, 1, 0.95))
+    figure.suptitle("Learning rate of each epoch (one line per run; first tasks shown)",
+                    fontsize=11)
+    figure.tight_layout(rect=(0, 0.05, 1, 0.96))
     _save(figure, path)
     return None
 
@@ -269,10 +261,10 @@ def plot_regret_compute(summary: Summary, path: Path) -> str | None:
                 xerr=[[s.compute.mean - s.compute.low], [s.compute.high - s.compute.mean]],
                 yerr=[[s.regret.mean - s.regret.low], [s.regret.high - s.regret.mean]],
                 fmt="o",
-                color=COLORS.get(name),
-                ms=9 if name == "learned" else 6,
+                color=_color(name),
+                ms=_emphasis(name, 6, 9),
                 capsize=3,
-                lw=2.0 if name == "learned" else 1.2,
+                lw=_emphasis(name, 1.2, 2.0),
                 label=name,
             )
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False, fontsize=9)
@@ -311,9 +303,9 @@ def plot_profiles(summary: Summary, path: Path) -> str | None:
             taus,
             profile(summary.ratios[name], taus) + dodge,
             where="post",
-            color=COLORS.get(name),
-            ls=STYLES.get(name, "-"),
-            lw=2.4 if name == "learned" else 1.5,
+            color=_color(name),
+            ls=_style(name),
+            lw=_emphasis(name, 1.5, 2.4),
             label=name,
         )
     ax.set_xlim(1, taus[-1])

@@ -27,10 +27,11 @@ from pathlib import Path
 
 from fitpilot.experiments.settings import BenchmarkError, Settings
 from fitpilot.experiments.store import ResultsStore, read_store
+from fitpilot.experiments.strategies import PRODUCT
 from fitpilot.experiments.summary import summarize
 from fitpilot.jsonable import jsonable
 
-LEARNED = "learned"
+LEARNED = PRODUCT  # the strategy whose bundle a recipe trains
 #: The recipe file's key for the selection rule (read by `fitpilot recipe`; not a setting).
 SELECT_KEY = "select"
 #: How the shipped bundle is picked among the seeds (by validation figures only).
@@ -151,7 +152,7 @@ def seed_store_from_baselines(baselines: str | Path, target: str | Path, setting
             f"the baseline benchmark in {baselines} was made with other settings than the seeds' "
             f"benchmarks; give a new `out` directory, or `force=True` to start over"
         )
-    copied = [run for run in source.runs if run.strategy != LEARNED]
+    copied = [run for run in source.runs if run.strategy != LEARNED and not run.failed]
     with ResultsStore.open(target, settings) as store:
         for run in copied:
             store.append(run)

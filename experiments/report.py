@@ -7,6 +7,7 @@ at any time, also from an unfinished benchmark (the report says so).
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
 from collections.abc import Sequence
@@ -20,13 +21,20 @@ from fitpilot.experiments.plots import (
     plot_val_curves,
 )
 from fitpilot.experiments.reference import reference_rates, tuned_rate
-from fitpilot.experiments.settings import FACTOR_FREE, RunRecord, Settings
+from fitpilot.experiments.settings import RunRecord, Settings
 from fitpilot.experiments.store import read_store
+from fitpilot.experiments.strategies import (
+    GOOD_START_BASELINE,
+    PRODUCT,
+    STRATEGY_TABLE,
+    is_factor_free,
+)
 from fitpilot.experiments.summary import (
     TARGET_SLACK,
     TAU_MAX,
     Interval,
     Summary,
+    direction_reversals,
     paired_difference,
     summarize,
 )
@@ -63,12 +71,13 @@ def write_report(directory: str | Path) -> ReportResult:
             plot_val_curves(runs, strategies, directory / "val_curves.png"),
         )
     )
+    adaptive = [name for name in strategies if _records_decisions(name)]
     plots.append(
         (
-            "Learning rate chosen by the learned controller",
+            "Learning rates chosen by the strategies that decide from the loss",
             "lr_trajectories.png",
             plot_lr_trajectories(
-                runs, reference_rates(runs, settings), directory / "lr_trajectories.png"
+                runs, adaptive, reference_rates(runs, settings), directory / "lr_trajectories.png"
             ),
         )
     )
@@ -94,7 +103,8 @@ def write_report(directory: str | Path) -> ReportResult:
     lines += _lr_factor_section(by_factor, strategies, settings)
     lines += _win_section(overall)
     lines += _profile_section(overall)
-    lines += _controller_section(runs)
+    lines += _untrained_section(runs, strategies)
+    lines += _decisions_section(runs, adaptive)
     lines += _task_sections(runs, strategies, settings)
     lines += ["## Plots", ""]
     for title, file, missing in plots:
@@ -127,7 +137,22 @@ def _table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 
 
 def _name(strategy: str) -> str:
-    return f"**{strategy}**" if strategy == "learned" else strategy
+    return f"**{strategy}**" if strategy == PRODUCT else strategy
+
+
+def _records_decisions(strategy: str) -> bool:
+    row = STRATEGY_TABLE.get(strategy)
+    return row is not None and row.records_decisions
+
+
+def _short(description: str) -> str:
+    """A task's loss or optimizer as the store describes it, short: a Keras object's class."""
+    if description.startswith("{"):
+        try:
+            return str(json.loads(description).get("class_name", description))
+        except ValueError:
+            return description
+    return description
 
 
 # --- sections ---------------------------------------------------------------------
@@ -226,8 +251,9 @@ def _summary_section(
                 *(f"{r.mean:.2f}" if r else "n/a" for r in per_factor),
                 f"{sum(wins) / len(wins):.2f}" if wins else "n/a",
                 _interval(s.compute),
+                _interval(s.start_spread),
                 _num(s.profile_score, 2),
-                str(s.diverged),
+                f"{s.diverged} / {s.failed}",
                 _num(s.wall_mean, 2),
                 str(s.cells),
             ]
@@ -238,8 +264,9 @@ def _summary_section(
         *(f"x{f:g}" for f in settings.lr_factors),
         "mean win rate",
         "compute [95% CI]",
+        "start spread [95% CI]",
         "time to target",
-        "diverged",
+        "diverged / failed",
         "wall s/run",
         "cells",
     ]
@@ -249,21 +276,22 @@ def _summary_section(
 def _good_start_section(
     runs: Sequence[RunRecord], strategies: Sequence[str], settings: Settings
 ) -> list[str]:
-    """The learned controller's regret minus ``reduce_lr`` 's at x1, paired by cell."""
-    if 1.0 not in settings.lr_factors or not {"learned", "reduce_lr"} <= set(strategies):
+    """The product's regret minus the good-start baseline's at x1, paired by cell."""
+    product, baseline = PRODUCT, GOOD_START_BASELINE
+    if 1.0 not in settings.lr_factors or not {product, baseline} <= set(strategies):
         return []
-    harm = paired_difference(runs, "learned", "reduce_lr", keep=lambda c: c[1] == 1.0)
+    harm = paired_difference(runs, product, baseline, keep=lambda c: c[1] == 1.0)
     if harm is None:
         return []
     verdict = (
         "the controller does harm from a good start"
         if harm.low > 0
-        else "the controller does better than reduce_lr from a good start"
+        else f"the controller does better than {baseline} from a good start"
         if harm.high < 0
         else "no clear difference"
     )
     return [
-        f"**Harm from a good start** (x1, learned's regret minus reduce_lr's, paired over "
+        f"**Harm from a good start** (x1, {product}'s regret minus {baseline}'s, paired over "
         f"{harm.n} cells): {_interval(harm)}; {verdict}.",
         "",
     ]
@@ -329,7 +357,7 @@ def _lr_factor_section(
     else:
         lines += ["Regret [95% CI] per starting learning rate (factor of the reference):", ""]
         cell = lambda s: _interval(s.regret)  # noqa: E731
-    free = [name for name in strategies if name in FACTOR_FREE]
+    free = [name for name in strategies if is_factor_free(name)]
     if free:
         lines += [
             f"{' and '.join(free)} do not depend on the starting rate: one run per task and "
@@ -392,29 +420,72 @@ def _profile_section(summary: Summary) -> list[str]:
     return lines + _table(["strategy", "score", "reached target", "fastest"], rows)
 
 
-def _controller_section(runs: Sequence[RunRecord]) -> list[str]:
-    learned = [r for r in runs if r.strategy == "learned"]
-    if not learned:
-        return []
-    actions: Counter[str] = Counter()
-    for run in learned:
-        for row in run.decisions or ():
-            if isinstance(row, dict) and "action" in row:
-                actions[str(row["action"])] += 1
-    stops = sum(r.epochs < r.budget for r in learned)
+def _untrained_section(runs: Sequence[RunRecord], strategies: Sequence[str]) -> list[str]:
+    """The runs scored as untrained: diverged (non-finite weights or test loss) or failed."""
+    bad = [r for r in runs if not r.is_oracle and r.strategy in strategies
+           and r.counts_as_untrained]
     lines = [
-        "## What the learned controller did",
+        "## Diverged and failed runs",
         "",
-        f"{len(learned)} runs; stopped before the budget in {stops}.",
+        "A run whose final weights or test loss are not finite (diverged), or that raised "
+        "an error (failed), is scored with the test loss of its cell's untrained model: the "
+        "model a user is left with. Counted, never dropped.",
+        "",
     ]
-    total = sum(actions.values())
-    if total:
-        lines.append(
-            "Decisions: "
-            + ", ".join(f"{name} {count / total:.0%}" for name, count in actions.most_common())
-            + "."
-        )
-    return lines + [""]
+    if not bad:
+        return lines + ["None.", ""]
+    rows = [[_name(name), str(sum(r.diverged for r in bad if r.strategy == name)),
+             str(sum(r.failed for r in bad if r.strategy == name))]
+            for name in strategies if any(r.strategy == name for r in bad)]
+    lines += _table(["strategy", "diverged", "failed"], rows)
+    failed = [r for r in bad if r.failed]
+    if failed:
+        lines += [f"- {r.key.label()}: {r.error}" for r in failed[:20]]
+        if len(failed) > 20:
+            lines.append(f"- ... and {len(failed) - 20} more failed runs")
+        lines += ["", "`fitpilot benchmark ... --resume` runs the failed runs again.", ""]
+    if any(r.untrained_test_loss is None for r in bad):
+        lines += [
+            "Some of these runs predate the untrained-loss record (protocol v2): they are "
+            "scored with the highest finite test loss of their task and seed instead.",
+            "",
+        ]
+    return lines
+
+
+def _decisions_section(runs: Sequence[RunRecord], strategies: Sequence[str]) -> list[str]:
+    """What each strategy that decides from the loss did: its actions, stops and reversals."""
+    lines: list[str] = []
+    for name in strategies:
+        mine = [r for r in runs if r.strategy == name and not r.failed]
+        if not mine:
+            continue
+        actions: Counter[str] = Counter()
+        for run in mine:
+            for row in run.decisions or ():
+                if isinstance(row, dict) and "action" in row:
+                    actions[str(row["action"])] += 1
+        stops = sum(r.epochs < r.budget for r in mine)
+        rates = sorted(direction_reversals(r.lr) / max(r.epochs, 1) for r in mine)
+        median = rates[len(rates) // 2] if len(rates) % 2 else (
+            (rates[len(rates) // 2 - 1] + rates[len(rates) // 2]) / 2)
+        total = sum(direction_reversals(r.lr) for r in mine)
+        lines += [
+            f"### What {name} did",
+            "",
+            f"{len(mine)} runs; stopped before the budget in {stops}. Direction reversals of "
+            f"the learning rate (a raise followed by a cut, or the reverse): {median:.2f} per "
+            f"epoch in the median run, {total / len(mine):.1f} per run on average.",
+        ]
+        count = sum(actions.values())
+        if count:
+            lines.append(
+                "Decisions: "
+                + ", ".join(f"{a} {c / count:.0%}" for a, c in actions.most_common())
+                + "."
+            )
+        lines.append("")
+    return (["## What the adaptive strategies did", ""] + lines) if lines else []
 
 
 def _task_sections(
@@ -431,8 +502,9 @@ def _task_sections(
         lines += [
             f"### {task.name}",
             "",
-            f"Budget {task.epochs} epochs, batch {task.batch_size}, {task.optimizer} at "
-            f"default learning rate {task.learning_rate:g}{reference}, loss {task.loss}.",
+            f"Budget {task.epochs} epochs, batch {task.batch_size}, {_short(task.optimizer)} at "
+            f"default learning rate {task.learning_rate:g}{reference}, loss "
+            f"{_short(task.loss)}.",
             "",
         ]
         best = _oracle_choices(runs, task.name)
@@ -448,7 +520,7 @@ def _task_sections(
                     _num(s.test_loss, 4),
                     _num(s.test_metric, 4),
                     _interval(s.compute),
-                    str(s.diverged),
+                    f"{s.diverged} / {s.failed}",
                     _num(s.wall_mean, 2),
                 ]
             )
@@ -458,7 +530,7 @@ def _task_sections(
             "test loss",
             f"test {metric or 'metric'}",
             "compute",
-            "diverged",
+            "diverged / failed",
             "wall s/run",
         ]
         lines += _table(head, rows)
@@ -476,6 +548,7 @@ def _oracle_choices(runs: Sequence[RunRecord], task: str) -> str:
 
 
 def _definitions(settings: Settings) -> list[str]:
+    rows = [STRATEGY_TABLE[name] for name in settings.strategies if name in STRATEGY_TABLE]
     return [
         "## Definitions",
         "",
@@ -490,21 +563,23 @@ def _definitions(settings: Settings) -> list[str]:
             else "here the task default."
         ),
         "- **regret**: mean over cells of log(test loss / oracle test loss); lower is better, "
-        "below 0 beats every constant learning rate of the grid. Cells where a strategy's test "
-        "loss is not finite are left out of its regret and counted as **diverged**.",
+        "below 0 beats every constant learning rate of the grid. A run that **diverged** (final "
+        "weights or test loss not finite) or **failed** (raised an error) is scored with its "
+        "cell's untrained test loss.",
+        "- **start spread**: per task and seed, the largest minus the smallest regret over the "
+        "starting factors, averaged; 0 for a strategy whose result does not depend on the "
+        "start.",
         "- **hindsight oracle**: per task and seed, the lowest test loss of constant learning "
         "rates on the log grid (extensions included), each with best-epoch restore (the same "
         "for every starting learning rate of the cell).",
-        "- **win rate**: share of cells where the row's test loss is strictly lower; a "
-        "non-finite loss loses to any finite one. The summary's mean win rate averages a "
-        "strategy's win rates against every other strategy.",
-        "- **compute**: (epochs run + range-test batches / batches per epoch) / epoch budget. "
-        "**wall**: seconds of range test, fit and test scoring per run.",
+        "- **win rate**: share of cells where the row's (scored) test loss is strictly lower. "
+        "The summary's mean win rate averages a strategy's win rates against every other "
+        "strategy.",
+        "- **compute**: (epochs run + probe batches / batches per epoch) / epoch budget. "
+        "**wall**: seconds of probe, fit and test scoring per run.",
         "- **time to target**: see its section; AlgoPerf-style performance profiles.",
-        "- **lr_finder**: range test (1e-7 to 10 over at most 100 batches, fastai's valley "
-        "rule), then es_reduce_lr from the suggested rate. **prodigy**: Prodigy (lr 1) with "
-        "cosine decay over the budget and best-weight restore; ignores the starting rate and "
-        "the task's optimizer.",
+        "- **strategies**:",
+        *(f"  - **{row.name}**: {row.description}." for row in rows),
         "- Intervals: 95% percentile bootstrap over cells (2000 resamples).",
         "",
     ]

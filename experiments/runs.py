@@ -23,9 +23,9 @@ call into the graph; callbacks act at epoch ends, as they always do.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
+import re
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -41,9 +41,10 @@ from fitpilot.baselines.prodigy import Prodigy
 from fitpilot.controller.bundle import load_bundle
 from fitpilot.controller.callback import LearnedController
 from fitpilot.envs.tasks import Split, TaskData, TrainingTask
-from fitpilot.errors import FitpilotError
+from fitpilot.errors import FitpilotError, first_line
+from fitpilot.experiments.callbacks import cosine_schedule
 from fitpilot.experiments.settings import BenchmarkError, RunOrder, RunRecord
-from fitpilot.experiments.strategies import MODEL_KINDS, cosine_schedule, strategy_callbacks
+from fitpilot.experiments.strategies import RunContext, strategy
 
 #: Rows per batch when scoring the validation and test splits (one batch for small splits).
 EVAL_BATCH = 8192
@@ -52,7 +53,11 @@ RANGE_TEST_BATCHES = 100
 
 
 class TrajectoryRecorder(keras.callbacks.Callback):
-    """Per epoch: the learning rate in force during it, and the train and validation loss."""
+    """Per epoch: the learning rate in force during it, and the train and validation loss.
+
+    Goes last in the callback list: a strategy may set the epoch's rate when it begins
+    (a ``LearningRateScheduler``), and the rate is read after that.
+    """
 
     def __init__(self) -> None:
         super().__init__()
@@ -139,7 +144,7 @@ class CompiledModel:
 class PreparedTask:
     """Everything a runner keeps for one task: its data, batches per epoch, evaluation
     datasets, compiled models (one per :data:`~fitpilot.experiments.strategies.MODEL_KINDS`
-    kind, built on first use) and each seed's initial variables."""
+    kind, built on first use), each seed's initial variables and their test loss."""
 
     task: TrainingTask
     data: TaskData
@@ -148,6 +153,7 @@ class PreparedTask:
     test: tf.data.Dataset
     models: dict[str, CompiledModel] = field(default_factory=dict)
     initial: dict[int, list[np.ndarray]] = field(default_factory=dict)
+    untrained: dict[int, float] = field(default_factory=dict)
 
     @classmethod
     def of(cls, task: TrainingTask) -> PreparedTask:
@@ -167,6 +173,15 @@ class PreparedTask:
             model = _built(self.task.build_model(), self.task)
             self.initial[seed] = [np.array(v.numpy()) for v in model.variables]
         return self.initial[seed]
+
+    def untrained_test_loss(self, seed: int) -> float:
+        """The test loss of the cell's initial weights: what a diverged or failed run scores."""
+        if seed not in self.untrained:
+            compiled = self.compiled("constant")
+            compiled.reset(self.initial_variables(seed), self.task.learning_rate)
+            scores = compiled.model.evaluate(self.test, verbose=0, return_dict=True)
+            self.untrained[seed] = float(scores["loss"])
+        return self.untrained[seed]
 
     def compiled(self, kind: str) -> CompiledModel:
         """The task's reusable compiled model of ``kind`` (built, traced, warmed up once)."""
@@ -239,26 +254,39 @@ class Runner:
     # --- one run --------------------------------------------------------------
 
     def run(self, order: RunOrder) -> RunRecord:
-        """Train ``order.key.strategy`` on its cell and score the final weights on the test split.
+        """Train ``order`` 's strategy on its cell, score its final weights on the test split.
 
-        ``lr_finder`` first runs the range test from the cell's initial weights
-        (its batches count as compute, its seconds as wall time) and trains
-        from the suggested rate; if the test gives none (a loss that is NaN from
-        the first batch), from ``order.learning_rate``, with a warning.
+        A run that raises is a result too: its record holds the error's first line
+        (``error``), and the benchmark goes on (a resumed benchmark runs it again).
+        """
+        try:
+            return self._run(order)
+        except Exception as exc:  # noqa: BLE001 (any error of a run is recorded, not raised)
+            return self._failed(order, exc)
+
+    def _run(self, order: RunOrder) -> RunRecord:
+        """:meth:`run` without the error handling.
+
+        A strategy with a probe (the range test) first runs it from the cell's initial
+        weights (its batches count as compute, its seconds as wall time) and trains from
+        the rate it suggests; if it gives none (a loss that is NaN from the first batch),
+        from ``order.learning_rate``, with a warning.
         """
         key = order.key
+        row = strategy(key.strategy)
         prepared = self.prepare(key.task)
         task = prepared.task
-        compiled = prepared.compiled(MODEL_KINDS.get(key.strategy, "constant"))
-        model = compiled.model
         initial = prepared.initial_variables(key.seed)
+        untrained = prepared.untrained_test_loss(key.seed)
+        compiled = prepared.compiled(row.model)
+        model = compiled.model
         if len(initial) != len(model.variables):
             raise BenchmarkError(
                 f"task {task.name!r}: build_model() gave models with {len(initial)} and "
                 f"{len(model.variables)} variables; it must build the same model every time"
             )
         learning_rate, probe_epochs, probe_wall, warning = order.learning_rate, 0.0, 0.0, None
-        if key.strategy == "lr_finder":
+        if row.probe == "range_test":
             prepared.compiled("probe")  # built and traced outside the timed range test
             start = time.perf_counter()
             probe = self._range_test(prepared, initial, key.seed)
@@ -272,10 +300,11 @@ class Runner:
                 )
             else:
                 learning_rate = float(probe.suggestion)
-        if key.strategy == "prodigy":
-            learning_rate = 1.0  # Prodigy's multiplier of its own step size; cosine from 1
+        if row.fixed_learning_rate is not None:
+            learning_rate = row.fixed_learning_rate
         compiled.reset(initial, learning_rate)
-        callbacks = strategy_callbacks(key.strategy, self.controller)
+        context = RunContext(learning_rate, task.epochs, prepared.steps, self.controller)
+        callbacks = row.callbacks(context)
         recorder = TrajectoryRecorder()
 
         start = time.perf_counter()
@@ -288,13 +317,13 @@ class Runner:
                 epochs=task.epochs,
                 verbose=0,
                 shuffle=False,
-                callbacks=[recorder, *callbacks],
+                callbacks=[*callbacks, recorder],  # last: it sees the rate the others set
             )
             scores = model.evaluate(prepared.test, verbose=0, return_dict=True)
         wall = time.perf_counter() - start + probe_wall
 
         metric = _metric_name(task, scores)
-        learned = callbacks[0] if key.strategy == "learned" else None
+        decisions = callbacks[0].decisions_as_dicts() if row.records_decisions else None
         return RunRecord(
             task=key.task,
             seed=key.seed,
@@ -312,8 +341,36 @@ class Runner:
             val_loss=tuple(recorder.val_loss),
             loss=tuple(recorder.loss),
             probe_epochs=probe_epochs,
-            decisions=tuple(_decisions(learned)) if learned is not None else None,
+            decisions=tuple(decisions) if decisions is not None else None,
             warning=warning,
+            untrained_test_loss=untrained,
+            finite_weights=all(
+                bool(np.all(np.isfinite(keras.ops.convert_to_numpy(v))))
+                for v in model.trainable_variables
+            ),
+        )
+
+    def _failed(self, order: RunOrder, exc: Exception) -> RunRecord:
+        """The record of a run that raised ``exc``: its error, and what is known of its cell."""
+        key = order.key
+        task = self.tasks.get(key.task)
+        untrained = None
+        prepared = self.prepared.get(key.task)
+        if prepared is not None:
+            untrained = prepared.untrained.get(key.seed)
+        return RunRecord(
+            task=key.task,
+            seed=key.seed,
+            lr_factor=key.lr_factor,
+            strategy=key.strategy,
+            learning_rate=order.learning_rate,
+            budget=task.epochs if task is not None else 0,
+            epochs=0,
+            test_loss=math.nan,
+            wall_seconds=math.nan,
+            controller=self.controller_hash,
+            untrained_test_loss=untrained,
+            error=_error_line(exc),
         )
 
     def _range_test(
@@ -335,6 +392,21 @@ class Runner:
             )
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _error_line(exc: BaseException) -> str:
+    """``"TypeError: message"``: the exception's type and first line. Keras wraps errors raised
+    in a layer under a first line of its own ("Exception encountered when calling X.call()."):
+    then the layer's own message, the next line, is added."""
+    lines = [_ANSI.sub("", line).strip() for line in str(exc).splitlines()]
+    lines = [line for line in lines if line]
+    text = first_line(exc)
+    if lines and lines[0].startswith("Exception encountered when calling") and len(lines) > 1:
+        text = f"{lines[0]} {lines[1]}"
+    return f"{type(exc).__name__}: {text}"[:300]
+
+
 def steps_per_epoch(task: TrainingTask) -> int:
     """Batches per epoch: ``ceil(training rows / batch size)``."""
     return math.ceil(len(task.data().train) / task.batch_size)
@@ -345,13 +417,6 @@ def _built(model: keras.Model, task: TrainingTask) -> keras.Model:
     if not model.built:
         model(task.data().train.x[:2])
     return model
-
-
-def _decisions(controller: keras.callbacks.Callback) -> list[dict[str, Any]]:
-    """What the controller did, one dict per epoch (epoch, lr_before, action, lr_after, ...)."""
-    if hasattr(controller, "decisions_as_dicts"):
-        return list(controller.decisions_as_dicts())
-    return [dataclasses.asdict(row) for row in getattr(controller, "decisions", [])]
 
 
 def _metric_name(task: TrainingTask, scores: dict[str, Any]) -> str | None:

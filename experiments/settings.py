@@ -14,27 +14,18 @@ from typing import Any
 import numpy as np
 
 from fitpilot.errors import FitpilotError
+from fitpilot.experiments.strategies import ORACLE, is_factor_free, strategy_names
 
-#: The strategies of BENCHMARK.md, in report order.
-STRATEGIES: tuple[str, ...] = (
-    "constant",
-    "early_stopping",
-    "reduce_lr",
-    "es_reduce_lr",
-    "cosine",
-    "lr_finder",
-    "prodigy",
-    "learned",
-)
-#: Strategies whose run does not depend on the cell's starting learning rate: each runs once
-#: per task and seed, and its record stands for every starting factor of that cell.
-FACTOR_FREE = frozenset({"lr_finder", "prodigy"})
 #: Where the starting factors point: the tuned rate (grid winner on validation) or the default.
 LR_REFERENCES: tuple[str, ...] = ("tuned", "default")
-#: The benchmark protocol (BENCHMARK.md) a store was written by; stores of another refuse resume.
-PROTOCOL = 2
-#: Strategy name of the hindsight-oracle runs (a reference, not a strategy).
-ORACLE = "oracle"
+#: The benchmark protocol (docs/benchmark.md) a store is written by.
+PROTOCOL = 3
+#: Stores of these protocols can be continued: v3 runs what v2 ran (it adds strategies, and
+#: records each cell's untrained test loss, which scores diverged and failed runs).
+RESUMABLE_PROTOCOLS = (2, 3)
+#: How a store's header describes a task's loss, metrics and optimizer: 1 (stores before
+#: this rule) by ``repr``, which may hold a memory address; 2 by value (``envs.tasks.describe``).
+DESCRIPTIONS = 2
 #: The oracle grid spans 10**-ORACLE_DECADES/2 .. 10**+ORACLE_DECADES/2 times the task default.
 ORACLE_DECADES = 4.0
 #: At most this many decades are added to an edge of the grid to bring the tuned rate inside.
@@ -45,22 +36,23 @@ MIN_PUBLISHED_SEEDS, MIN_PUBLISHED_GRID = 3, 7
 MIN_TUNED_GRID = 3
 
 
-class BenchmarkError(FitpilotError):
+class BenchmarkError(FitpilotError, ValueError):
     """Bad benchmark input or a results store that cannot be used."""
 
 
 def parse_strategies(text: str | None) -> list[str]:
     """``"constant,learned"`` -> ``["constant", "learned"]``; ``None`` or ``"all"`` -> all."""
+    known = strategy_names()
     if text is None or text.strip() == "all":
-        return list(STRATEGIES)
+        return list(known)
     names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in STRATEGIES]
+    unknown = [name for name in names if name not in known]
     if unknown or not names:
         raise BenchmarkError(
             f"unknown strategy {', '.join(map(repr, unknown)) or '(none given)'} in "
-            f"`strategies`; valid strategies are {', '.join(STRATEGIES)}"
+            f"`strategies`; valid strategies are {', '.join(known)}"
         )
-    return [name for name in STRATEGIES if name in names]  # report order, no duplicates
+    return [name for name in known if name in names]  # report order, no duplicates
 
 
 def parse_lr_factors(text: str) -> list[float]:
@@ -168,8 +160,15 @@ class RunRecord:
     trajectories ``lr``, ``val_loss``, ``loss``); ``probe_epochs`` the
     range test's batches as a fraction of an epoch (``lr_finder`` only).
     ``learning_rate`` is the rate training started at; ``decisions`` what the
-    learned controller did per epoch; ``warning`` what went wrong but did not
-    stop the run (e.g. a range test that fell back to the task's rate).
+    learned controller (or a rule that records them) did per epoch; ``warning`` what
+    went wrong but did not stop the run (e.g. a range test that fell back to the
+    task's rate).
+
+    ``untrained_test_loss`` is the test loss of the cell's initial weights (``None`` in
+    stores before protocol v3); ``finite_weights`` whether every final weight was
+    finite; ``error`` the first line of the exception a run raised (a *failed* run:
+    its figures are empty). A failed or diverged run (:attr:`counts_as_untrained`)
+    is scored with the untrained model's test loss: what the user is left with.
     """
 
     task: str
@@ -190,6 +189,9 @@ class RunRecord:
     probe_epochs: float = 0.0
     decisions: tuple[dict[str, Any], ...] | None = None
     warning: str | None = None
+    untrained_test_loss: float | None = None
+    finite_weights: bool = True
+    error: str | None = None
 
     @property
     def key(self) -> RunKey:
@@ -203,6 +205,21 @@ class RunRecord:
     def cell(self) -> tuple[str, float, int]:
         """``(task, lr_factor, seed)``."""
         return (self.task, self.lr_factor, self.seed)
+
+    @property
+    def failed(self) -> bool:
+        """The run raised an exception (its ``error``); a resumed benchmark runs it again."""
+        return self.error is not None
+
+    @property
+    def diverged(self) -> bool:
+        """It ran, but its final weights or its test loss are not finite."""
+        return not self.failed and not (self.finite_weights and math.isfinite(self.test_loss))
+
+    @property
+    def counts_as_untrained(self) -> bool:
+        """Scored with the untrained model's test loss: it failed or diverged."""
+        return self.failed or self.diverged
 
     @property
     def finite_test_loss(self) -> float:
@@ -260,6 +277,11 @@ class RunRecord:
                 "loss": _floats(data.get("loss")),
                 "probe_epochs": float(data.get("probe_epochs") or 0.0),
                 "decisions": tuple(decisions) if decisions is not None else None,
+                "untrained_test_loss": (
+                    None if data.get("untrained_test_loss") is None
+                    else float(data["untrained_test_loss"])
+                ),
+                "finite_weights": bool(data.get("finite_weights", True)),
             }
         )
 
@@ -276,9 +298,20 @@ def _floats(values: Iterable[Any] | None) -> tuple[float, ...]:
     return tuple(_float(v) for v in values or ())
 
 
+#: The fields of :class:`TaskInfo` that describe Keras objects (by ``repr`` in old stores).
+_DESCRIBED = ("optimizer", "loss", "metrics")
+
+
 @dataclass(frozen=True)
 class TaskInfo:
-    """What the store remembers of a task, enough to refuse a store made with another one."""
+    """What the store remembers of a task, enough to refuse a store made with another one.
+
+    ``optimizer``, ``loss`` and ``metrics`` are described by value
+    (:func:`fitpilot.envs.tasks.describe`: a name, or a Keras object's class and config),
+    never by ``repr``, so that a new process sees the same task as the same.
+    ``legacy`` holds the same three the way stores before that rule wrote them (addresses
+    cut out), to continue such a store; it is not written.
+    """
 
     name: str
     epochs: int
@@ -287,18 +320,50 @@ class TaskInfo:
     optimizer: str
     loss: str
     metrics: tuple[str, ...]
+    legacy: tuple[Any, ...] | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def of(cls, task: Any) -> TaskInfo:
+        from fitpilot.envs.tasks import describe, legacy_description
+
         return cls(
             task.name,
             int(task.epochs),
             int(task.batch_size),
             float(task.learning_rate),
-            task.optimizer_name,
-            str(task.loss),
-            tuple(str(m) for m in task.metrics),
+            describe(task.optimizer),
+            describe(task.loss),
+            tuple(describe(m) for m in task.metrics),
+            legacy=(
+                task.optimizer_name,
+                legacy_description(task.loss),
+                tuple(legacy_description(m) for m in task.metrics),
+            ),
         )
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("legacy")
+        return data
+
+    def differences(self, stored: TaskInfo, by_value: bool = True) -> list[str]:
+        """``"task NAME: FIELD: store X, now Y"`` per field that differs from ``stored``.
+
+        ``by_value=False``: ``stored`` comes from a store that described Keras objects by
+        ``repr``; those fields are compared the old way, memory addresses left out.
+        """
+        out = []
+        for name in ("epochs", "batch_size", "learning_rate", *_DESCRIBED):
+            mine, theirs = getattr(self, name), getattr(stored, name)
+            if not by_value and name in _DESCRIBED and self.legacy is not None:
+                from fitpilot.envs.tasks import without_addresses
+
+                mine = self.legacy[_DESCRIBED.index(name)]
+                theirs = (tuple(map(without_addresses, theirs)) if isinstance(theirs, tuple)
+                          else without_addresses(theirs))
+            if mine != theirs:
+                out.append(f"task {self.name}: {name}: store {theirs!r}, now {mine!r}")
+        return out
 
 
 @dataclass(frozen=True)
@@ -308,8 +373,9 @@ class Settings:
     ``controller`` is the content hash of the controller bundle (``None`` when
     ``learned`` is not benchmarked). ``lr_reference`` says what the starting
     factors multiply: the ``"tuned"`` rate (the grid's winner on validation)
-    or the task's ``"default"``. ``protocol`` is the BENCHMARK.md version the
-    store was written by (1 for stores without it). ``task_source`` and
+    or the task's ``"default"``. ``protocol`` is the docs/benchmark.md version the
+    store was written by (1 for stores without it); ``descriptions`` how its tasks'
+    Keras objects are described (:data:`DESCRIPTIONS`). ``task_source`` and
     ``controller_source`` say where they came from and are informative only.
     """
 
@@ -324,6 +390,7 @@ class Settings:
     controller_source: str = ""
     lr_reference: str = "tuned"
     protocol: int = PROTOCOL
+    descriptions: int = DESCRIPTIONS
     compared: tuple[str, ...] = field(
         default=(
             "protocol",
@@ -343,14 +410,18 @@ class Settings:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("compared")
+        data["tasks"] = [task.to_dict() for task in self.tasks]
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Settings:
         protocol = int(data.get("protocol", 1))
+        known = {f.name for f in fields(TaskInfo)} - {"legacy"}
         return cls(
             tasks=tuple(
-                TaskInfo(**{**t, "metrics": tuple(t.get("metrics", ()))}) for t in data["tasks"]
+                TaskInfo(**{**{k: v for k, v in t.items() if k in known},
+                            "metrics": tuple(t.get("metrics", ()))})
+                for t in data["tasks"]
             ),
             strategies=tuple(data["strategies"]),
             lr_factors=tuple(float(f) for f in data["lr_factors"]),
@@ -362,16 +433,24 @@ class Settings:
             controller_source=str(data.get("controller_source", "")),
             lr_reference=str(data.get("lr_reference", "tuned" if protocol >= 2 else "default")),
             protocol=protocol,
+            descriptions=int(data.get("descriptions", 1)),
         )
 
     def differences(self, other: Settings) -> list[str]:
-        """``"name: store X, now Y"`` for each result-deciding setting that ``other`` changes."""
+        """``"name: store X, now Y"`` for each result-deciding setting that ``other`` (a
+        store's settings) changes; for tasks, each field of each task that differs.
+
+        Protocols of :data:`RESUMABLE_PROTOCOLS` count as the same; tasks described by
+        ``repr`` in ``other`` (``descriptions`` 1) are compared the old way.
+        """
         out = []
         for name in self.compared:
             mine, theirs = getattr(self, name), getattr(other, name)
-            if mine != theirs:
-                if name == "tasks":
-                    mine, theirs = _task_summary(mine), _task_summary(theirs)
+            if name == "protocol" and {mine, theirs} <= set(RESUMABLE_PROTOCOLS):
+                continue
+            if name == "tasks":
+                out += _task_differences(mine, theirs, by_value=other.descriptions >= 2)
+            elif mine != theirs:
                 out.append(f"{name}: store {theirs}, now {mine}")
         return out
 
@@ -395,8 +474,8 @@ class Settings:
     def strategy_keys(self) -> list[RunKey]:
         """Every strategy run of every cell, grouped by task then seed (cache-friendly order).
 
-        A :data:`FACTOR_FREE` strategy is listed at every factor, but runs only
-        at the first one (:meth:`runs_at`); the others copy its record.
+        A factor-free strategy (``Strategy.factor_free``) is listed at every factor, but
+        runs only at the first one (:meth:`runs_at`); the others copy its record.
         """
         return [
             RunKey(task.name, seed, factor, strategy)
@@ -407,9 +486,9 @@ class Settings:
         ]
 
     def runs_at(self, key: RunKey) -> RunKey:
-        """The run whose record stands for ``key``: itself, or for a :data:`FACTOR_FREE`
-        strategy the same run at the first starting factor."""
-        if key.strategy in FACTOR_FREE and key.lr_factor != self.lr_factors[0]:
+        """The run whose record stands for ``key``: itself, or for a factor-free strategy
+        (``Strategy.factor_free``) the same run at the first starting factor."""
+        if is_factor_free(key.strategy) and key.lr_factor != self.lr_factors[0]:
             return RunKey(key.task, key.seed, self.lr_factors[0], key.strategy)
         return key
 
@@ -432,7 +511,7 @@ class Settings:
                 f"oracle grid of {self.oracle_grid} learning rates; a published report "
                 f"needs at least {MIN_PUBLISHED_GRID}"
             )
-        if self.protocol < PROTOCOL:
+        if self.protocol < 2:
             out.append(
                 f"written by benchmark protocol v{self.protocol}: starting rates are factors "
                 f"of the task defaults, and the report's v{PROTOCOL} figures may be missing"
@@ -440,7 +519,13 @@ class Settings:
         return out
 
 
-def _task_summary(tasks: Sequence[TaskInfo]) -> str:
-    return (
-        "[" + ", ".join(f"{t.name}({t.epochs} epochs, lr {t.learning_rate:g})" for t in tasks) + "]"
-    )
+def _task_differences(
+    now: Sequence[TaskInfo], stored: Sequence[TaskInfo], by_value: bool
+) -> list[str]:
+    """What differs between the tasks ``now`` and those of a store: the list of names, or
+    each field of each task (see :meth:`TaskInfo.differences`)."""
+    names, stored_names = [t.name for t in now], [t.name for t in stored]
+    if names != stored_names:
+        return [f"tasks: store {stored_names}, now {names}"]
+    return [line for mine, theirs in zip(now, stored, strict=True)
+            for line in mine.differences(theirs, by_value)]

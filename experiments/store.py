@@ -4,7 +4,9 @@
 atomically), every further line one run record, appended as soon as the run
 finishes (flushed and fsync'd), so killing a benchmark loses no finished run.
 A line cut short by a kill is skipped with one warning, and its run redone.
-Non-finite numbers are written as ``null``: the file is strict JSON.
+Non-finite numbers are written as ``null``: the file is strict JSON. A failed run
+(one that raised) is a line too; a resumed benchmark runs it again and appends the
+new record, which then stands for the run.
 """
 
 from __future__ import annotations
@@ -15,7 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from fitpilot.experiments.settings import PROTOCOL, BenchmarkError, RunKey, RunRecord, Settings
+from fitpilot.experiments.settings import (
+    PROTOCOL,
+    RESUMABLE_PROTOCOLS,
+    BenchmarkError,
+    RunKey,
+    RunRecord,
+    Settings,
+)
 from fitpilot.jsonable import jsonable
 
 STORE_FILE = "runs.jsonl"
@@ -67,7 +76,7 @@ def read_store(directory: str | Path) -> StoreContents:
             f"{path} is not a fitpilot benchmark store (bad header: {exc})"
         ) from exc
     contents = StoreContents(path, settings)
-    seen: set[RunKey] = set()
+    latest: dict[RunKey, RunRecord] = {}
     for number, line in enumerate(lines[1:], start=2):
         if not line.strip():
             continue
@@ -76,9 +85,11 @@ def read_store(directory: str | Path) -> StoreContents:
         except (ValueError, TypeError, AttributeError):
             contents.skipped.append(number)
             continue
-        if record.key not in seen:  # a run is never written twice; keep the first if it were
-            seen.add(record.key)
-            contents.runs.append(record)
+        # A run is written again only after it failed (a resume retries it): the retry stands.
+        known = latest.get(record.key)
+        if known is None or known.failed:
+            latest[record.key] = record
+    contents.runs = list(latest.values())
     return contents
 
 
@@ -88,7 +99,7 @@ class ResultsStore:
     def __init__(self, path: Path, runs: list[RunRecord], warning: str | None) -> None:
         self.path = path
         self.runs = runs
-        self.finished = {run.key for run in runs}
+        self.finished = {run.key for run in runs}  # failed runs are left out: they run again
         self.warning = warning
         self._file: IO[str] | None = path.open("a", encoding="utf-8")
 
@@ -98,7 +109,7 @@ class ResultsStore:
     ) -> ResultsStore:
         """Create the store in ``directory``, or reopen it to resume.
 
-        A store of another protocol version, or of other settings (controller,
+        A store of a protocol version this one cannot continue, or of other settings (controller,
         tasks, strategies, reference, grid, lr factors, seeds, fitpilot
         version) is refused, and left as it is; so is an existing store without
         ``resume``. ``force`` deletes an existing store first.
@@ -117,7 +128,7 @@ class ResultsStore:
             raise BenchmarkError(
                 f"{exc}; give a new `out` directory, or `force=True` to start over"
             ) from exc
-        if contents.settings.protocol != PROTOCOL:
+        if contents.settings.protocol not in RESUMABLE_PROTOCOLS:
             raise BenchmarkError(
                 f"{path} was written by benchmark protocol v{contents.settings.protocol} "
                 f"({len(contents.runs)} runs), which this version cannot continue; its runs "
@@ -142,7 +153,8 @@ class ResultsStore:
                 f"`out` directory"
             )
         _drop_partial_last_line(path)
-        return cls(path, contents.runs, contents.warning())
+        finished = [run for run in contents.runs if not run.failed]
+        return cls(path, finished, contents.warning())
 
     def append(self, record: RunRecord) -> None:
         """Append one run record as one line, flushed and fsync'd before returning."""

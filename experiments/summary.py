@@ -2,15 +2,18 @@
 
 A cell is ``(task, lr_factor, seed)``. Per strategy, over the cells:
 
-- **regret**: mean over cells of ``log(test loss / oracle test loss)``, where the
-  oracle test loss of a cell is the lowest finite test loss of the oracle grid
+- **scored test loss** of a run: its test loss; for a run that *diverged* (final
+  weights or test loss not finite) or *failed* (raised), the test loss of the
+  untrained model of its cell (:func:`untrained_losses`): counted, never dropped.
+- **regret**: mean over cells of ``log(scored test loss / oracle test loss)``, where
+  the oracle test loss of a cell is the lowest finite test loss of the oracle grid
   runs of its task and seed (complete grids only, extensions included). Lower
   is better; below 0 means the strategy beat every constant learning rate of
-  the grid. Cells where the strategy's test loss is not finite (diverged) are
-  left out of the mean and counted in ``diverged``.
-- **win rate** of A against B: the share of the cells both ran where A's test
-  loss is strictly lower (a non-finite loss loses to any finite one; ties win
-  for neither, so ``win(A, B) + win(B, A) <= 1``).
+  the grid. ``diverged`` and ``failed`` count the runs scored as untrained.
+- **start spread**: per (task, seed), the largest minus the smallest regret over the
+  starting factors; its mean over (task, seed). 0 for a strategy that ignores the start.
+- **win rate** of A against B: the share of the cells both ran where A's scored test
+  loss is strictly lower (ties win for neither, so ``win(A, B) + win(B, A) <= 1``).
 - **compute**: mean of (epochs run + range-test probe epochs) / epoch budget.
 - **time to target**: per cell, the epochs (probes included) until the
   validation loss first reaches the target, the best validation loss of any
@@ -80,6 +83,36 @@ def _grids(runs: Iterable[RunRecord]) -> dict[tuple[str, int], list[RunRecord]]:
     return grids
 
 
+def untrained_losses(runs: Iterable[RunRecord]) -> dict[tuple[str, int], float]:
+    """Per ``(task, seed)``: the test loss of the untrained model, what a diverged or failed
+    run is scored with.
+
+    Runs since protocol v3 record it (``untrained_test_loss``, the same for every run of
+    the task and seed). Older stores do not: there it stands in as the highest finite test
+    loss of any run of that task and seed (a run that trained at all is rarely worse than
+    its start, so this is at most the untrained loss: the older store's diverged runs are
+    scored no worse than that). A ``(task, seed)`` with neither has none (its diverged runs
+    are left out, as before v3).
+    """
+    recorded: dict[tuple[str, int], float] = {}
+    worst: dict[tuple[str, int], float] = {}
+    for run in runs:
+        key = (run.task, run.seed)
+        if run.untrained_test_loss is not None and math.isfinite(run.untrained_test_loss):
+            recorded[key] = run.untrained_test_loss
+        if not run.counts_as_untrained:
+            worst[key] = max(worst.get(key, -math.inf), run.test_loss)
+    return {**worst, **recorded}
+
+
+def scored_loss(run: RunRecord, untrained: dict[tuple[str, int], float]) -> float:
+    """``run`` 's test loss, or for a diverged or failed run its cell's untrained test loss
+    (``inf`` if that is unknown)."""
+    if run.counts_as_untrained:
+        return untrained.get((run.task, run.seed), math.inf)
+    return run.test_loss
+
+
 def oracle_losses(runs: Iterable[RunRecord], grid_size: int) -> dict[tuple[str, int], float]:
     """Per ``(task, seed)``: the lowest finite test loss over its complete oracle grid.
 
@@ -140,10 +173,12 @@ class StrategySummary:
     regret: Interval | None
     diverged: int
     compute: Interval | None
-    wall_mean: float
-    wall_total: float
-    test_loss: float  # mean finite test loss
-    test_metric: float | None  # mean test metric
+    failed: int = 0
+    start_spread: Interval | None = None
+    wall_mean: float = math.nan
+    wall_total: float = 0.0
+    test_loss: float = math.nan  # mean scored test loss
+    test_metric: float | None = None  # mean test metric of the runs that trained
     profile_score: float | None = None  # time-to-target performance profile, integrated
     reached: int = 0  # cells where the validation target was reached
 
@@ -182,6 +217,7 @@ def summarize(
     """Figures of ``strategies`` over the cells ``keep`` selects (oracle runs are not cells)."""
     oracle = oracle_losses(runs, grid_size)
     targets = val_targets(runs, grid_size)
+    untrained = untrained_losses(runs)
     by_strategy: dict[str, dict[Cell, RunRecord]] = defaultdict(dict)
     for run in runs:
         if not run.is_oracle and keep(run.cell):
@@ -192,25 +228,29 @@ def summarize(
     taus = tau_grid()
     for name in strategies:
         mine = by_strategy.get(name, {})
-        regrets = [
-            math.log(run.finite_test_loss / oracle[(cell[0], cell[2])])
-            for cell, run in mine.items()
-            if math.isfinite(run.finite_test_loss) and (cell[0], cell[2]) in oracle
-        ]
-        finite = [run.finite_test_loss for run in mine.values() if math.isfinite(run.test_loss)]
-        metrics = [run.test_metric for run in mine.values() if run.test_metric is not None]
+        scored = {cell: scored_loss(run, untrained) for cell, run in mine.items()}
+        regret = {
+            cell: math.log(loss / oracle[(cell[0], cell[2])])
+            for cell, loss in scored.items()
+            if math.isfinite(loss) and loss > 0 and (cell[0], cell[2]) in oracle
+        }
+        losses = [loss for loss in scored.values() if math.isfinite(loss)]
+        trained = [run for run in mine.values() if not run.counts_as_untrained]
+        metrics = [run.test_metric for run in trained if run.test_metric is not None]
         walls = [run.wall_seconds for run in mine.values() if math.isfinite(run.wall_seconds)]
         ratios = list(times.get(name, {}).values())
         summary.ratios[name] = ratios
         summary.per_strategy[name] = StrategySummary(
             strategy=name,
             cells=len(mine),
-            regret=bootstrap_mean(regrets, resamples),
-            diverged=len(mine) - len(finite),
+            regret=bootstrap_mean(regret.values(), resamples),
+            diverged=sum(run.diverged for run in mine.values()),
+            failed=sum(run.failed for run in mine.values()),
+            start_spread=bootstrap_mean(start_spreads(regret).values(), resamples),
             compute=bootstrap_mean((run.compute for run in mine.values()), resamples),
             wall_mean=float(np.mean(walls)) if walls else math.nan,
             wall_total=float(np.sum(walls)),
-            test_loss=float(np.mean(finite)) if finite else math.nan,
+            test_loss=float(np.mean(losses)) if losses else math.nan,
             test_metric=float(np.mean(metrics)) if metrics else None,
             profile_score=profile_score(profile(ratios, taus), taus) if ratios else None,
             reached=sum(math.isfinite(r) for r in ratios),
@@ -221,13 +261,25 @@ def summarize(
             if a == b or not common:
                 continue
             wins = (
-                float(by_strategy[a][c].finite_test_loss < by_strategy[b][c].finite_test_loss)
+                float(
+                    scored_loss(by_strategy[a][c], untrained)
+                    < scored_loss(by_strategy[b][c], untrained)
+                )
                 for c in common
             )
             interval = bootstrap_mean(wins, resamples)
             if interval is not None:
                 summary.win_rate[(a, b)] = interval
     return summary
+
+
+def start_spreads(regret: dict[Cell, float]) -> dict[tuple[str, int], float]:
+    """Per ``(task, seed)`` with at least two starting factors: the largest minus the smallest
+    regret over them (0: the strategy's result does not depend on where it starts)."""
+    by_start: dict[tuple[str, int], list[float]] = defaultdict(list)
+    for (task, _, seed), value in regret.items():
+        by_start[(task, seed)].append(value)
+    return {key: max(values) - min(values) for key, values in by_start.items() if len(values) > 1}
 
 
 def _times_to_target(
@@ -258,16 +310,30 @@ def paired_difference(
     keep: Callable[[Cell], bool] = lambda cell: True,
     resamples: int = BOOTSTRAP_RESAMPLES,
 ) -> Interval | None:
-    """Mean over the cells both ran (both finite) of ``log(test loss of a / test loss of b)``:
+    """Mean over the cells both ran of ``log(scored test loss of a / scored test loss of b)``:
     ``a`` 's regret minus ``b`` 's on the same cells (the oracle cancels out)."""
+    untrained = untrained_losses(runs)
     losses: dict[str, dict[Cell, float]] = defaultdict(dict)
     for run in runs:
         if run.strategy in (a, b) and keep(run.cell):
-            losses[run.strategy][run.cell] = run.finite_test_loss
+            losses[run.strategy][run.cell] = scored_loss(run, untrained)
     common = sorted(set(losses[a]) & set(losses[b]))
     values = [
         math.log(losses[a][c] / losses[b][c])
         for c in common
-        if math.isfinite(losses[a][c]) and math.isfinite(losses[b][c])
+        if all(math.isfinite(x) and x > 0 for x in (losses[a][c], losses[b][c]))
     ]
     return bootstrap_mean(values, resamples)
+
+
+def direction_reversals(lr: Sequence[float]) -> int:
+    """How often a learning-rate trajectory changes direction: a raise followed (after any
+    epochs kept) by a cut, or the reverse. ``lr`` is the rate of each epoch."""
+    reversals, last = 0, 0
+    for before, after in zip(lr, lr[1:], strict=False):
+        if not (math.isfinite(before) and math.isfinite(after)) or after == before:
+            continue
+        direction = 1 if after > before else -1
+        reversals += last != 0 and direction != last
+        last = direction
+    return reversals

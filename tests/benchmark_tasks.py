@@ -49,3 +49,51 @@ LONGER = [tiny("tiny_blobs_long", epochs=20)]
 EMPTY: list[TrainingTask] = []
 TWO = [tiny("tiny_a"), tiny("tiny_b", epochs=6)]
 SAME_NAME_OTHER_BUDGET = [tiny(epochs=5)]
+
+
+# --- tasks whose runs fail (a failed run is a result, not a crash) -----------------------
+
+#: Set (to anything) in the environment of a benchmark: the task SCHEDULE_FAILS then fails.
+FAIL_WITH_A_SCHEDULE = "FITPILOT_TEST_FAIL_WITH_A_SCHEDULE"
+
+
+def float_rate_adam(learning_rate):
+    """A user's optimizer factory that wants a float rate: a learning-rate schedule (the
+    ``cosine`` strategy's) makes it raise, while the variable ``FAIL_WITH_A_SCHEDULE`` is
+    set; unset, it passes the schedule on (so a resumed benchmark can succeed)."""
+    import os
+
+    import keras
+
+    if os.environ.get(FAIL_WITH_A_SCHEDULE):
+        learning_rate = float(learning_rate)  # TypeError for a CosineDecay
+    return keras.optimizers.Adam(learning_rate=learning_rate)
+
+
+def failing_mlp() -> object:
+    """The 4-16-3 MLP plus a layer that raises in training (inference works)."""
+    import keras
+
+    class FailsInTraining(keras.layers.Layer):
+        def call(self, inputs, training=None):
+            if training:
+                raise RuntimeError("this layer cannot train")
+            return inputs
+
+    return keras.Sequential([mlp(), FailsInTraining()])
+
+
+SCHEDULE_FAILS = [
+    TrainingTask(
+        "schedule_fails", kind="classification", build_model=mlp, load_data=blobs,
+        loss="sparse_categorical_crossentropy", metrics=("accuracy",), optimizer=float_rate_adam,
+        learning_rate=0.01, batch_size=32, epochs=4,
+    )
+]
+ALWAYS_FAILS = [
+    TrainingTask(
+        "always_fails", kind="classification", build_model=failing_mlp, load_data=blobs,
+        loss="sparse_categorical_crossentropy", metrics=("accuracy",), optimizer="adam",
+        learning_rate=0.01, batch_size=32, epochs=4,
+    )
+]

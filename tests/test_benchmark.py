@@ -23,10 +23,10 @@ from typer.testing import CliRunner
 
 from fitpilot.cli import app
 from fitpilot.envs.loading import load_tasks
+from fitpilot.experiments.callbacks import RestoreBestWeights
 from fitpilot.experiments.runs import Runner, controller_factory, epoch_orders
 from fitpilot.experiments.settings import (
     ORACLE,
-    STRATEGIES,
     BenchmarkError,
     RunKey,
     RunOrder,
@@ -38,8 +38,15 @@ from fitpilot.experiments.settings import (
     parse_strategies,
 )
 from fitpilot.experiments.store import ResultsStore, read_store
-from fitpilot.experiments.strategies import RestoreBestWeights, strategy_callbacks
-from fitpilot.experiments.summary import bootstrap_mean, oracle_losses, summarize
+from fitpilot.experiments.strategies import RunContext, strategy, strategy_names
+from fitpilot.experiments.summary import (
+    bootstrap_mean,
+    direction_reversals,
+    oracle_losses,
+    paired_difference,
+    summarize,
+    untrained_losses,
+)
 from fitpilot.jsonable import jsonable
 from tests.bundles import write_random_bundle
 
@@ -86,10 +93,16 @@ def cli(*args: str) -> tuple[int, str]:
 # --- strategies: Keras' own callbacks ------------------------------------------------
 
 
+def strategy_callbacks(name: str, controller=None) -> list:
+    """The fresh callbacks of one run of ``name`` (its row of the strategy table)."""
+    return strategy(name).callbacks(RunContext(0.01, 8, 4, controller))
+
+
 def test_heuristics_are_keras_own_callbacks_with_benchmark_arguments(bundle: Path) -> None:
     from fitpilot.controller.callback import LearnedController
 
-    built = {name: strategy_callbacks(name, controller_factory(str(bundle))) for name in STRATEGIES}
+    built = {name: strategy_callbacks(name, controller_factory(str(bundle)))
+             for name in strategy_names()}
     for callbacks in built.values():
         assert callbacks and all(isinstance(c, keras.callbacks.Callback) for c in callbacks)
 
@@ -155,7 +168,7 @@ def test_runs_of_a_cell_share_initial_weights_and_data_order(runner: Runner) -> 
     # Every strategy from the cell's rate but cosine trains epoch 1 at the same rate from the
     # same start: the same first epoch. Cosine decays within it, a little. (lr_finder and
     # prodigy choose their own rates.)
-    same_start = [name for name in STRATEGIES if name not in ("lr_finder", "prodigy")]
+    same_start = [name for name in strategy_names() if name not in ("lr_finder", "prodigy")]
     firsts = {name: run(runner, 0, 1.0, name).val_loss[0] for name in same_start}
     cosine = firsts.pop("cosine")
     assert len(set(firsts.values())) == 1, firsts
@@ -207,7 +220,7 @@ def test_oracle_grid_spans_four_decades_around_the_default() -> None:
 
 
 def test_strategy_and_factor_parsing() -> None:
-    assert parse_strategies(None) == list(STRATEGIES)
+    assert parse_strategies(None) == list(strategy_names())
     assert parse_strategies("learned, constant") == ["constant", "learned"]
     with pytest.raises(BenchmarkError, match="valid strategies are constant, early_stopping"):
         parse_strategies("constant,sgdr")
@@ -219,10 +232,10 @@ def test_strategy_and_factor_parsing() -> None:
 
 def test_oracle_runs_once_per_task_and_seed() -> None:
     settings = settings_for(
-        strategies=STRATEGIES, lr_factors=(0.1, 1.0, 10.0), seeds=3, oracle_grid=7
+        strategies=strategy_names(), lr_factors=(0.1, 1.0, 10.0), seeds=3, oracle_grid=7
     )
     keys = settings.run_keys()
-    assert len(keys) == 3 * (3 * len(STRATEGIES) + 7)
+    assert len(keys) == 3 * (3 * len(strategy_names()) + 7)
     assert len(set(keys)) == len(keys)
     assert sum(k.strategy == ORACLE for k in keys) == 3 * 7
     assert keys[: 3 * 7] == settings.grid_keys()  # the grid first: it decides the reference
@@ -232,7 +245,8 @@ def test_oracle_runs_once_per_task_and_seed() -> None:
 
 
 def _run(
-    strategy: str, task: str, factor: float, loss: float | None, epochs: int = 10, seed: int = 0
+    strategy: str, task: str, factor: float, loss: float | None, epochs: int = 10, seed: int = 0,
+    **fields,
 ) -> RunRecord:
     return RunRecord(
         task=task,
@@ -244,6 +258,7 @@ def _run(
         epochs=epochs,
         budget=10,
         wall_seconds=1.0,
+        **fields,
     )
 
 
@@ -252,7 +267,9 @@ def test_summary_figures_against_a_hand_computed_example() -> None:
         # oracle grid of 2 points for (t, seed 0): best test loss 1.0
         _run(ORACLE, "t", 0.1, 4.0),
         _run(ORACLE, "t", 10.0, 1.0),
-        # cells (t, x1): A 2, B 1; (t, x10): A 1, B 4; (t, x0.1): A e, B diverged
+        # cells (t, x1): A 2, B 1; (t, x10): A 1, B 4; (t, x0.1): A e, B diverged. No run
+        # records the untrained loss (a v2 store): B's divergence scores the worst finite
+        # test loss of (t, seed 0), 4.
         _run("A", "t", 1.0, 2.0, epochs=5),
         _run("B", "t", 1.0, 1.0),
         _run("A", "t", 10.0, 1.0, epochs=10),
@@ -265,16 +282,46 @@ def test_summary_figures_against_a_hand_computed_example() -> None:
     a, b = summary.per_strategy["A"], summary.per_strategy["B"]
     assert a.regret is not None and b.regret is not None
     assert a.regret.mean == pytest.approx((math.log(2) + 0 + 1) / 3)
-    assert b.regret.mean == pytest.approx((0 + math.log(4)) / 2) and b.regret.n == 2
+    assert b.regret.mean == pytest.approx((0 + 2 * math.log(4)) / 3) and b.regret.n == 3
     assert (a.diverged, b.diverged) == (0, 1)
+    # start spread: the largest minus the smallest regret over the factors of (t, seed 0)
+    assert a.start_spread is not None and a.start_spread.mean == pytest.approx(1.0)
+    assert b.start_spread is not None and b.start_spread.mean == pytest.approx(math.log(4))
     assert a.compute is not None and a.compute.mean == pytest.approx((0.5 + 1.0 + 0.3) / 3)
     # A wins x10 and x0.1 (B diverged), B wins x1.
     assert summary.win_rate[("A", "B")].mean == pytest.approx(2 / 3)
     assert summary.win_rate[("B", "A")].mean == pytest.approx(1 / 3)
     assert a.wall_total == 3.0 and a.wall_mean == 1.0
+    # Reversals: a raise then a cut is one, keeps in between do not break it.
+    assert direction_reversals([1, 2, 2, 1, 1, 2, 4, 0.5]) == 3
+    assert direction_reversals([1, 1, 0.5, 0.25]) == 0
     # An incomplete grid (1 of 2 points) gives no oracle, so no regret.
     assert oracle_losses(runs[:1], grid_size=2) == {}
     assert not summarize(runs[1:], ["A", "B"], grid_size=2).has_regret
+
+
+def test_a_diverged_or_failed_run_scores_the_untrained_model() -> None:
+    """The v3 rule: a run whose final weights or test loss are not finite, or that raised,
+    is scored with the test loss of its cell's untrained model (recorded by every run)."""
+    untrained = {"untrained_test_loss": 8.0}
+    runs = [
+        _run(ORACLE, "t", 1.0, 2.0, **untrained),
+        _run("A", "t", 1.0, 4.0, **untrained),
+        _run("B", "t", 1.0, None, **untrained),  # test loss NaN
+        _run("C", "t", 1.0, 3.0, finite_weights=False, **untrained),  # NaN weights
+        _run("D", "t", 1.0, None, epochs=0, error="ValueError: boom", **untrained),
+    ]
+    summary = summarize(runs, ["A", "B", "C", "D"], grid_size=1)
+    regrets = {name: summary.per_strategy[name].regret for name in "ABCD"}
+    assert regrets["A"].mean == pytest.approx(math.log(2))
+    for name in "BCD":  # log(8 / 2), counted and not dropped
+        assert regrets[name].mean == pytest.approx(math.log(4)) and regrets[name].n == 1
+    assert [summary.per_strategy[n].diverged for n in "ABCD"] == [0, 1, 1, 0]
+    assert [summary.per_strategy[n].failed for n in "ABCD"] == [0, 0, 0, 1]
+    assert summary.win_rate[("A", "B")].mean == 1.0
+    assert summary.win_rate[("B", "C")].mean == 0.0 == summary.win_rate[("C", "B")].mean
+    assert untrained_losses(runs) == {("t", 0): 8.0}
+    assert paired_difference(runs, "B", "A").mean == pytest.approx(math.log(2))
 
 
 def test_bootstrap_interval_is_sane() -> None:
@@ -332,7 +379,7 @@ def test_store_refuses_other_controller_or_settings(tmp_path: Path) -> None:
     with pytest.raises(BenchmarkError, match="other settings .*seeds: store 1, now 3"):
         ResultsStore.open(tmp_path, settings_for(seeds=3), resume=True)
     other_tasks = "tests.benchmark_tasks:SAME_NAME_OTHER_BUDGET"
-    with pytest.raises(BenchmarkError, match="tasks: store .*8 epochs.*now .*5 epochs"):
+    with pytest.raises(BenchmarkError, match="task tiny_blobs: epochs: store 8, now 5\\)"):
         ResultsStore.open(tmp_path, settings_for(other_tasks), resume=True)
     ResultsStore.open(tmp_path, settings_for(seeds=3), force=True).close()
     assert read_store(tmp_path).settings.seeds == 3
@@ -469,9 +516,9 @@ def test_tiny_benchmark_end_to_end(tmp_path: Path, bundle: Path) -> None:
     assert "━" not in output  # no progress bar
     contents = read_store(out)
     grid = sum(r.is_oracle for r in contents.runs)  # 3, or more if the grid was extended
-    assert grid >= 3 and len(contents.runs) == 2 * len(STRATEGIES) + grid
+    assert grid >= 3 and len(contents.runs) == 2 * len(strategy_names()) + grid
     assert not contents.skipped
-    assert {r.strategy for r in contents.runs} == {*STRATEGIES, ORACLE}
+    assert {r.strategy for r in contents.runs} == {*strategy_names(), ORACLE}
     for record in contents.runs:
         assert record.controller == contents.settings.controller
         assert len(record.val_loss) == len(record.lr) == record.epochs

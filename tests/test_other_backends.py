@@ -3,8 +3,8 @@
 Keras picks its backend once per process, so each backend runs in a subprocess
 with ``KERAS_BACKEND`` set, both checks in one process to pay the imports once:
 Prodigy's parity with the numpy reference (tests/test_prodigy.py) over 30 steps,
-and a range test that leaves the model and optimizer exactly as they were
-(tests/test_lr_finder.py).
+a range test that leaves the model and optimizer exactly as they were
+(tests/test_lr_finder.py), and Prodigy training an embedding model (tests/text_tasks.py).
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ sys.path.insert(0, {root!r})
 import keras
 assert keras.backend.backend() == {backend!r}, keras.backend.backend()
 from tests.test_lr_finder import check_restores_exactly
-from tests.test_prodigy import run_parity
+from tests.test_prodigy import check_text_model_trains, run_parity
 check_restores_exactly()
+check_text_model_trains()
 print(run_parity(steps=30))
 """
 

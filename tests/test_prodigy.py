@@ -315,3 +315,68 @@ def test_bad_settings_name_the_parameter(setting: str, value: float) -> None:
     with pytest.raises(ProdigyError, match=f"`{setting}`"):
         Prodigy(**{setting: value})
 
+
+
+# --- sparse gradients: an embedding ------------------------------------------------------
+
+
+def embedding_gradients(model: keras.Model, x: np.ndarray, y: np.ndarray) -> list:
+    """The loss gradients of ``model``'s trainable variables on ``(x, y)`` as the backend
+    gives them (TensorFlow: an ``IndexedSlices`` for the embedding)."""
+    import tensorflow as tf
+
+    from tests.text_tasks import loss
+
+    with tf.GradientTape() as tape:
+        value = loss()(y, model(x, training=True))
+    return tape.gradient(value, model.trainable_variables)
+
+
+def test_an_embedding_takes_the_reference_step_on_its_dense_gradient() -> None:
+    """TensorFlow's ``IndexedSlices`` gradient of an embedding: Prodigy's steps equal the
+    numpy reference's on the same gradient made dense (all rows, touched or not)."""
+    import tensorflow as tf
+
+    from tests.text_tasks import text_classifier, text_data
+
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("IndexedSlices are TensorFlow's")
+    train = text_data().train
+    model = text_classifier()
+    model.build((None, train.x.shape[1]))
+    optimizer = Prodigy()
+    apply = compiled_apply(optimizer, model.trainable_variables)
+    reference = ReferenceProdigy([keras.ops.convert_to_numpy(v) for v in model.trainable_variables])
+    for step in range(12):
+        rows = slice(16 * step % 96, 16 * step % 96 + 16)
+        grads = embedding_gradients(model, train.x[rows], train.y[rows])
+        assert isinstance(grads[0], tf.IndexedSlices)  # else this test checks nothing
+        dense = [tf.convert_to_tensor(g).numpy() for g in grads]
+        touched = np.unique(grads[0].indices.numpy())
+        assert 0 < len(touched) < dense[0].shape[0]  # some rows untouched, some repeated
+        apply(grads)
+        reference.step(dense)
+        mine = [keras.ops.convert_to_numpy(v) for v in model.trainable_variables]
+        for mine_value, reference_value in zip(mine, reference.params, strict=True):
+            np.testing.assert_allclose(mine_value, reference_value, rtol=0, atol=TOLERANCE)
+    assert float(keras.ops.convert_to_numpy(optimizer.d)) > optimizer.d0  # it did step
+
+
+def check_text_model_trains() -> float:
+    """Prodigy fits the text classifier on the backend in force: the training loss falls.
+    Returns the last epoch's loss over the first's (run on JAX and torch in a subprocess)."""
+    from tests.text_tasks import loss, text_classifier, text_data
+
+    train, epochs = text_data().train, 8
+    schedule = keras.optimizers.schedules.CosineDecay(1.0, epochs * len(train) // 16)
+    model = text_classifier()
+    model.compile(optimizer=Prodigy(schedule), loss=loss())  # as the README advises
+    history = model.fit(train.x, train.y, batch_size=16, epochs=epochs, verbose=0,
+                        shuffle=False).history["loss"]
+    assert all(math.isfinite(v) for v in history), history
+    assert history[-1] < 0.7 * history[0], history
+    return history[-1] / history[0]
+
+
+def test_the_text_model_trains_with_prodigy() -> None:
+    check_text_model_trains()

@@ -1,7 +1,7 @@
-"""``fitpilot benchmark``: the learned controller against Keras' heuristics, a range test and
-Prodigy, from tuned starting rates.
+"""``fitpilot benchmark``: the learned controller against what a careful user does instead
+(Keras' heuristics, a range test, Prodigy, the rival rules), from tuned starting rates.
 
-The protocol is BENCHMARK.md's (v2); the work, checks included, is in
+The protocol is docs/benchmark.md's (v3); the work, checks included, is in
 :func:`fitpilot.experiments.benchmark.plan_benchmark` and ``run_benchmark``.
 """
 
@@ -17,7 +17,7 @@ from fitpilot.commands import check_writable, user_errors
 from fitpilot.commands.ray_options import Backend, RayAddress, WorkerCpus, WorkerMemory
 from fitpilot.commands.tasks import SUITE_HELP, TASKS_HELP
 from fitpilot.experiments.benchmark import plan_benchmark, run_benchmark
-from fitpilot.experiments.settings import STRATEGIES
+from fitpilot.experiments.strategies import strategy_names
 from fitpilot.ray_backend import RayOptions, ray_options, session
 
 
@@ -53,7 +53,7 @@ def benchmark(
         str | None,
         typer.Option(
             "--strategies",
-            help=f"Comma list of strategies (default: all of them: {', '.join(STRATEGIES)}).",
+            help=f"Comma list of strategies (default: all of them: {', '.join(strategy_names())}).",
         ),
     ] = None,
     oracle_grid: Annotated[
@@ -79,7 +79,11 @@ def benchmark(
     worker_memory: WorkerMemory = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
-    """Train every strategy on every cell (task x start lr x seed), store the runs, report."""
+    """Train every strategy on every cell (task x start lr x seed), store the runs, report.
+
+    A run that fails (raises) is stored as failed and the others go on; the command
+    ends with one line about them, and exits 1 only if every run failed.
+    """
     check_writable(out, "--out")
     ray = ray_options(backend, ray_address, worker_cpus, worker_memory)
     settings, config = plan_benchmark(
@@ -108,7 +112,7 @@ def benchmark(
         err=True,
     )
     with contextlib.nullcontext() if ray is None else session(ray):
-        report = run_benchmark(
+        result = run_benchmark(
             settings,
             config,
             out,
@@ -119,7 +123,12 @@ def benchmark(
             progress=progress,
             ray=ray,
         )
-    typer.echo(f"report: {report}")
+    typer.echo(f"report: {result.report}")
+    failures = result.failure_line()
+    if failures:
+        typer.echo(f"warning: {failures}", err=True)
+    if result.all_failed:
+        raise typer.Exit(1)
 
 
 def _workers(jobs: int, ray: RayOptions | None) -> str:

@@ -36,7 +36,8 @@ from fitpilot.experiments.recipe import (
     select,
     write_recipe_report,
 )
-from fitpilot.experiments.settings import STRATEGIES, BenchmarkError
+from fitpilot.experiments.settings import BenchmarkError
+from fitpilot.experiments.strategies import strategy_names
 
 
 def register(app: typer.Typer) -> None:
@@ -103,7 +104,7 @@ def recipe(
     }
     baselines = folder / "baselines"
     echo(f"recipe: the strategies other than {LEARNED} on {suite} -> {baselines}")
-    others = ",".join(name for name in STRATEGIES if name != LEARNED)
+    others = ",".join(name for name in strategy_names() if name != LEARNED)
     plan = plan_benchmark(strategies=others, **common)
     run_benchmark(*plan, baselines, jobs=jobs, resume=True, echo=echo, progress=progress)
     figures = []
