@@ -38,6 +38,7 @@ _LAZY = {
     "LRFinderResult": "fitpilot.baselines.lr_finder",
     "LRFinder": "fitpilot.baselines.lr_finder",
     "GreedyLR": "fitpilot.baselines.greedy_lr",
+    "AdaLRS": "fitpilot.baselines.adalrs",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]
