@@ -73,7 +73,10 @@ Also, as in :class:`~fitpilot.baselines.greedy_lr.GreedyLR`: ``restore_best_weig
 (default ``True``) keeps the weights of the epoch with the best finite monitored
 value (a rolled-back epoch included: its weights did exist) and puts them back when
 training ends; ``logs["lr"]`` holds the rate of the next epoch; :attr:`decisions`
-records each epoch. It runs on Keras 3's TensorFlow, JAX and torch backends.
+records each epoch, with the action ``observe`` (a window fills), ``raise`` (a trial
+starts, also right after a successful one), ``trial`` (a trial goes on), ``accept``
+(a trial succeeded, no new raise), ``rollback``, ``nonfinite`` or ``wait`` (no
+``monitor`` in the logs). It runs on Keras 3's TensorFlow, JAX and torch backends.
 """
 
 from __future__ import annotations

@@ -59,7 +59,10 @@ What this callback adds, none of which changes the rule:
   best raw (unsmoothed, finite) monitored value are kept in host memory and put
   back when training ends, as ``EarlyStopping(restore_best_weights=True)`` does.
 - After each epoch ``logs["lr"]`` holds the rate of the next epoch and
-  :attr:`decisions` gets a :class:`~fitpilot.controller.callback.DecisionRecord`.
+  :attr:`decisions` gets a :class:`~fitpilot.controller.callback.DecisionRecord`
+  whose action is ``keep``, ``raise``, ``lower``, ``at max_lr`` or ``at min_lr`` (a
+  move the clamp or ``eps`` left undone), ``cooldown``, ``warmup``, ``reset``, or
+  ``wait`` (no ``monitor`` in the logs).
 
 It runs on Keras 3's TensorFlow, JAX and torch backends (numpy and ``keras.ops``).
 """
