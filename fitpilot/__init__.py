@@ -37,6 +37,8 @@ _LAZY = {
     "find_learning_rate": "fitpilot.baselines.lr_finder",
     "LRFinderResult": "fitpilot.baselines.lr_finder",
     "LRFinder": "fitpilot.baselines.lr_finder",
+    "GreedyLR": "fitpilot.baselines.greedy_lr",
+    "AdaLRS": "fitpilot.baselines.adalrs",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]
