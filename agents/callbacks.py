@@ -14,6 +14,7 @@ from typing import Any
 
 from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback
 
+from fitpilot.agents.batched_vecenv import PAUSED
 from fitpilot.agents.evaluate import Evaluator, summarize
 from fitpilot.controller.bundle import Bundle
 
@@ -24,12 +25,13 @@ class EpisodeStatsCallback(BaseCallback):
     Figures: ``return`` and ``length`` (epochs, raw rewards from ``VecMonitor``),
     ``budget_share`` (epochs / budget), ``log_test_loss`` and ``test_<metric>``
     (the env's test evaluation of the best weights), ``diverged`` and ``stopped``
-    (share of episodes that ended by divergence or by the stop action).
+    (share of episodes that ended by divergence or by the stop action). A paused
+    batched episode (``info[PAUSED]``) is not over: it goes on later, and counts then.
     """
 
     def _on_step(self) -> bool:
         for done, info in zip(self.locals["dones"], self.locals["infos"], strict=True):
-            if not done:
+            if not done or info.get(PAUSED):
                 continue
             record = self.logger.record_mean
             if "episode" in info:

@@ -51,6 +51,8 @@ from fitpilot.errors import FitpilotError
 ALGORITHMS = ("ppo", "a2c", "dqn")
 # How the environments run: a process each, all in this process, or batched copies of a task.
 VEC_ENVS = ("subproc", "dummy", "batched")
+# What `vec='batched'` does with the episodes running when a lane's turn on a task ends.
+TASK_SWITCHES = ("cut", "pause")
 # TensorFlow threads of each environment process (or of the process holding batched copies).
 WORKER_THREADS = 1
 # Keyword arguments of the algorithm classes that `fitpilot train` sets itself.
@@ -207,6 +209,12 @@ class TrainConfig:
     ``processes`` (``vec='batched'`` only) splits the ``n_envs`` copies into that many
     groups, a worker process each (1: all in this process; 0: one per CPU core, at most
     ``n_envs``). Each process holds its own TensorFlow and compiled tasks.
+
+    ``lanes``, ``turn_budgets`` and ``task_switch`` (``vec='batched'`` only) say how the
+    copies mix tasks (:class:`~fitpilot.agents.batched_vecenv.BatchedVecEnv`): ``lanes``
+    tasks train at once, on ``n_envs / lanes`` copies each; a lane holds a task for
+    ``turn_budgets`` times its epoch budget in steps, then moves on, its running
+    episodes ``"cut"`` (truncated) or paused (``"pause"``, resumed at the task's next turn).
     """
 
     algo: str = "ppo"
@@ -216,6 +224,9 @@ class TrainConfig:
     n_envs: int = 2
     vec: str = "subproc"
     processes: int = 1
+    lanes: int = 1
+    turn_budgets: float = 4.0
+    task_switch: str = "cut"
     seed: int = 0
     eval_every: int = 5000
     eval_tasks: str = "holdout"
@@ -252,6 +263,37 @@ class TrainConfig:
         settings = EnvSettings(**_typed(EnvSettings, env, "env."))
         return cls(**_typed(cls, data), env=settings)
 
+    def _check_lanes(self) -> None:
+        """The settings of how batched copies mix tasks (see the class docstring)."""
+        default = TrainConfig()
+        changed = [
+            name
+            for name in ("lanes", "turn_budgets", "task_switch")
+            if getattr(self, name) != getattr(default, name)
+        ]
+        if changed and self.vec != "batched":
+            raise TrainError(
+                f"{', '.join(f'`{name}`' for name in changed)} set how the copies of "
+                f"`vec='batched'` mix tasks; other kinds of environments draw a task per episode"
+            )
+        if self.task_switch not in TASK_SWITCHES:
+            raise TrainError(
+                f"unknown `task_switch` {self.task_switch!r}; use one of {', '.join(TASK_SWITCHES)}"
+            )
+        if self.turn_budgets <= 0:
+            raise TrainError(f"`turn_budgets` must be > 0, got {self.turn_budgets}")
+        if self.lanes < 1 or self.n_envs % self.lanes:
+            raise TrainError(
+                f"`lanes` ({self.lanes}) must be >= 1 and divide `n_envs` ({self.n_envs}): "
+                f"each lane trains n_envs / lanes copies"
+            )
+        processes = self.batched_processes() if self.vec == "batched" else 1
+        if self.lanes > 1 and processes > 1 and self.lanes % processes:
+            raise TrainError(
+                f"`lanes` ({self.lanes}) must be a multiple of the worker processes "
+                f"({processes}): each process holds whole lanes"
+            )
+
     def check(self) -> None:
         """Raise :class:`TrainError` for values that cannot work (not the hp keys, see below)."""
         if self.algo not in ALGORITHMS:
@@ -279,6 +321,7 @@ class TrainConfig:
                 f"`processes` ({self.processes}) must be <= `n_envs` ({self.n_envs}): "
                 f"each process holds at least one copy"
             )
+        self._check_lanes()
         self.env.check()
         obstacles = self.env.batched_obstacles() if self.vec == "batched" else []
         if obstacles:

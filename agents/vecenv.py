@@ -1,6 +1,7 @@
 """The vectorised training environment: workers, episode monitor, normalisation, frame stack.
 
-The wrapper stack is ``VecNormalize(VecFrameStack(VecMonitor(workers), k))``:
+The wrapper stack is ``VecNormalize(VecFrameStack(VecMonitor(workers), k))``
+(a :class:`~fitpilot.agents.batched_vecenv.ResumingFrameStack`, for paused batched episodes):
 the last ``k`` raw frames are stacked oldest first, with zeros before the
 first epoch of a run, then the stacked vector is normalised, exactly as
 :class:`~fitpilot.controller.policy.ObservationPipeline` does at deployment.
@@ -59,11 +60,13 @@ def make_workers(config: TrainConfig, n_envs: int | None = None) -> VecEnv:
 
 def wrap(workers: VecEnv, config: TrainConfig, statistics: Path | None = None) -> VecNormalize:
     """Stack frames, then normalise (fresh statistics, or those saved at ``statistics``)."""
-    from stable_baselines3.common.vec_env import VecFrameStack, VecNormalize
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    from fitpilot.agents.batched_vecenv import ResumingFrameStack  # SB3 only: no TensorFlow
 
     stacked = workers
-    if config.env.frame_stack > 1:
-        stacked = VecFrameStack(workers, config.env.frame_stack)
+    if config.env.frame_stack > 1:  # a VecFrameStack that knows resumed episodes (batched)
+        stacked = ResumingFrameStack(workers, config.env.frame_stack)
     if statistics is not None:
         return load_normalization(statistics, stacked)
     return VecNormalize(

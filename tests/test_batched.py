@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from fitpilot.agents.batched_vecenv import BatchedVecEnv
+from fitpilot.agents.batched_vecenv import PAUSED, RESUMED_FRAMES, BatchedVecEnv
 from fitpilot.envs.batched import BatchedCopyEnv, BatchedEpochRunner
 from fitpilot.envs.env import KerasTrainingEnv
 from tests.user_tasks import TASKS
@@ -273,3 +273,183 @@ def test_the_processes_setting_is_checked() -> None:
     config = build_config({"vec": "batched", "n_envs": 1, "processes": 0})
     config.check()
     assert config.batched_processes() == 1
+
+
+# --- mixing tasks in lanes ------------------------------------------------------------
+
+LONG = [dataclasses.replace(task, epochs=30) for task in TASKS]  # no episode ends by budget
+THIRD = dataclasses.replace(TASKS[0], name="user_mlp_b", learning_rate=0.003, epochs=30)
+
+
+@pytest.mark.parametrize("switch", ["cut", "pause"])
+def test_lanes_on_different_tasks_follow_single_envs_of_the_same_seeds(switch: str) -> None:
+    """Two lanes of 2 copies on three tasks, turns of 2 steps: each copy's run, paused
+    and resumed (or cut), gives the observations and rewards of a single env of its seed."""
+    tasks = [LONG[0], LONG[1], THIRD]
+    venv = BatchedVecEnv(tasks, 4, task_steps=2, seed=3, lanes=2, task_switch=switch, **FAST)
+    rng = np.random.default_rng(0)
+    runs: dict[tuple[str, int, int], list] = {}  # (task, copy, episode) -> [(action, obs, reward)]
+    episode: dict[tuple[str, int], int] = {}
+    try:
+        venv.seed(40)
+        obs = venv.reset()
+        current = {}
+        for index in range(4):
+            name, copy = venv.get_attr("task", [index])[0].name, index % 2
+            episode[name, copy] = 0
+            current[index] = (name, copy)
+            runs[name, copy, 0] = [(None, obs[index], 0.0)]
+        seen = set()
+        for _ in range(9):
+            actions = rng.choice([LOWER, KEEP, RAISE], size=4)
+            obs, rewards, dones, infos = venv.step(actions)
+            for index in range(4):
+                name, copy = current[index]
+                last = infos[index]["terminal_observation"] if dones[index] else obs[index]
+                runs[name, copy, episode[name, copy]].append(
+                    (int(actions[index]), last, float(rewards[index]))
+                )
+                assert dones[index] == (infos[index]["TimeLimit.truncated"])  # only turns end
+                if dones[index]:
+                    name = venv.get_attr("task", [index])[0].name
+                    current[index] = (name, copy)
+                    resumed = RESUMED_FRAMES in infos[index]
+                    assert resumed == (switch == "pause" and (name, copy) in episode)
+                    assert infos[index].get(PAUSED, False) == (switch == "pause")
+                    if not resumed:
+                        episode[name, copy] = episode.get((name, copy), -1) + 1
+                        runs[name, copy, episode[name, copy]] = [(None, obs[index], 0.0)]
+                    else:
+                        np.testing.assert_array_equal(
+                            obs[index], runs[name, copy, episode[name, copy]][-1][1]
+                        )
+                    seen.add(name)
+    finally:
+        venv.close()
+    assert seen == {task.name for task in tasks}  # every task took a lane
+    # turns of 2 steps: a run of more than 2 steps went on over a pause
+    assert any(len(run) > 3 for run in runs.values()) == (switch == "pause")
+    singles = {task.name: KerasTrainingEnv(tasks=[task]) for task in tasks}
+    try:
+        for (name, copy, number), run in runs.items():
+            single, task_index = singles[name], [task.name for task in tasks].index(name)
+            obs_1, _ = single.reset(seed=40 + copy + 7919 * task_index)
+            for _ in range(number):  # earlier episodes of that copy, cut: same seed sequence
+                obs_1, _ = single.reset()
+            np.testing.assert_allclose(run[0][1], obs_1, rtol=1e-4, atol=1e-5)
+            for action, obs, reward in run[1:]:
+                obs_1, reward_1, *_ = single.step(action)
+                np.testing.assert_allclose(obs, obs_1, rtol=1e-4, atol=1e-5)
+                assert reward == pytest.approx(reward_1, rel=1e-4, abs=1e-6)
+    finally:
+        for single in singles.values():
+            single.close()
+
+
+@pytest.mark.parametrize("switch", ["cut", "pause"])
+def test_ppo_bootstraps_the_episodes_a_turn_ends(switch: str) -> None:
+    """What PPO stores for a step that ends a turn: its reward plus gamma times the value of
+    the episode's last observation (stacked and normalised, as the policy saw it); an
+    episode that its budget ends gets no bootstrap (SB3 reads ``TimeLimit.truncated``)."""
+    import torch
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.vec_env import VecMonitor
+
+    from fitpilot.agents.config import build_config
+    from fitpilot.agents.train import new_model
+    from fitpilot.agents.vecenv import wrap
+
+    steps, n = 6, 4
+    config = build_config(
+        {"tasks": "tests.user_tasks:TASKS", "n_envs": n, "vec": "batched", "lanes": 2},
+        hp={"n_steps": steps, "batch_size": 12, "n_epochs": 1, "learning_rate": 0.0},
+    )
+    tasks = [SHORT, TASKS[1], THIRD]
+    workers = BatchedVecEnv(tasks, n, task_steps=2, lanes=2, task_switch=switch, **FAST)
+    venv = wrap(VecMonitor(workers), config)
+    seen: list[tuple[np.ndarray, np.ndarray, list[dict]]] = []
+
+    class Record(BaseCallback):
+        def _on_step(self) -> bool:  # before SB3 adds the bootstrap to the rewards
+            rewards, dones = self.locals["rewards"], self.locals["dones"]
+            seen.append((rewards.copy(), dones.copy(), self.locals["infos"]))
+            return True
+
+    try:
+        model = new_model(config, venv)
+        model.learn(steps * n, callback=Record())
+        buffer = model.rollout_buffer
+        ends = {"truncated": 0, "terminated": 0}
+        for step, (rewards, dones, infos) in enumerate(seen):
+            for index in range(n):
+                expected = float(rewards[index])
+                if dones[index] and infos[index]["TimeLimit.truncated"]:
+                    last = torch.as_tensor(infos[index]["terminal_observation"][None])
+                    with torch.no_grad():
+                        value = float(model.policy.predict_values(last)[0, 0])
+                    expected += model.gamma * value
+                    ends["truncated"] += 1
+                elif dones[index]:
+                    ends["terminated"] += 1
+                assert buffer.rewards[step, index] == pytest.approx(expected, rel=1e-5, abs=1e-6)
+                if step + 1 < steps:
+                    assert buffer.episode_starts[step + 1, index] == dones[index]
+        assert ends["truncated"] > 0 and ends["terminated"] > 0
+    finally:
+        venv.close()
+
+
+def test_the_frame_stack_of_a_resumed_episode_holds_its_earlier_frames() -> None:
+    from gymnasium import spaces
+    from stable_baselines3.common.vec_env import VecEnv as VecEnv_
+
+    from fitpilot.agents.batched_vecenv import ResumingFrameStack
+
+    class Scripted(VecEnv_):
+        """Two envs; env 1 resumes an episode whose frames were 1, 2, then shows 3."""
+
+        def __init__(self) -> None:
+            super().__init__(2, spaces.Box(-9, 9, (2,), np.float32), spaces.Discrete(2))
+
+        def reset(self) -> np.ndarray:
+            return np.zeros((2, 2), np.float32)
+
+        def step_async(self, actions: np.ndarray) -> None:
+            pass
+
+        def step_wait(self) -> tuple:
+            last = np.full(2, 7, np.float32)
+            resumed = {"terminal_observation": last, RESUMED_FRAMES: np.array([[1, 1], [2, 2]])}
+            obs = np.array([[5, 5], [3, 3]], np.float32)
+            return obs, np.zeros(2), np.array([False, True]), [{}, resumed]
+
+        def get_attr(self, attr_name: str, indices: object = None) -> list:
+            return [None, None]
+
+        close = set_attr = env_method = env_is_wrapped = lambda self, *args, **kwargs: None
+
+    stack = ResumingFrameStack(Scripted(), 3)
+    stack.reset()
+    obs, _, _, infos = stack.step(np.zeros(2, int))
+    assert obs[0].tolist() == [0, 0, 0, 0, 5, 5]  # an ongoing episode: as VecFrameStack
+    assert obs[1].tolist() == [1, 1, 2, 2, 3, 3]  # resumed: its two frames before 3
+    assert infos[1]["terminal_observation"].tolist() == [0, 0, 0, 0, 7, 7]
+
+
+def test_the_lane_settings_are_checked() -> None:
+    from fitpilot.agents.config import TrainError, build_config
+
+    with pytest.raises(TrainError, match="`lanes`, `task_switch` set how the copies"):
+        build_config({"lanes": 2, "task_switch": "pause"})
+    with pytest.raises(TrainError, match=r"`lanes` \(3\) must be >= 1 and divide `n_envs` \(16\)"):
+        build_config({"vec": "batched", "n_envs": 16, "lanes": 3})
+    with pytest.raises(TrainError, match=r"`lanes` \(2\) must be a multiple of the worker proc"):
+        build_config({"vec": "batched", "n_envs": 12, "lanes": 2, "processes": 3})
+    with pytest.raises(TrainError, match="unknown `task_switch` 'stop'; use one of cut, pause"):
+        build_config({"vec": "batched", "task_switch": "stop"})
+    with pytest.raises(TrainError, match="`turn_budgets` must be > 0"):
+        build_config({"vec": "batched", "turn_budgets": 0})
+    with pytest.raises(ValueError, match=r"lanes \(3\) must be <= the number of tasks \(2\)"):
+        BatchedVecEnv(TASKS, 3, lanes=3, **FAST)
+    config = build_config({"vec": "batched", "n_envs": 16, "lanes": 4, "processes": 2})
+    assert (config.lanes, config.turn_budgets, config.task_switch) == (4, 4.0, "cut")
