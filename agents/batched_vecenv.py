@@ -208,7 +208,7 @@ class BatchedVecEnv(VecEnv):
         for task in range(len(self.tasks)):
             group = self._group(task)
             group.run_epochs()  # traces and compiles; copies reset later
-            if group.copies > 1:  # the call of one copy (a new episode's first epoch)
+            if group.lone_calls:  # the call of one copy (a new episode's first epoch)
                 group.run_epochs(np.arange(group.copies) == 0)
 
     def timing(self) -> dict[str, float]:

@@ -44,8 +44,9 @@ from fitpilot.envs.runner import (
 )
 from fitpilot.envs.tasks import TrainingTask
 
-# run_epochs trains at most copies // FEW copies with one call each (a call of one copy
-# is compiled once more, and costs ~1/N of a call of all N).
+# run_epochs trains at most copies // FEW copies with one call each, in groups of at least
+# 2 * FEW copies: a call of one copy is compiled once more (seconds per task) and costs
+# 1/5-1/2 of a call of 16 on small models (per-call overhead), about a full call of 4.
 FEW = 4
 
 
@@ -102,6 +103,7 @@ class BatchedEpochRunner:
         keys: the log names, in the order of the columns of :meth:`run_epochs`.
         learning_rates: ``float32[N]``, each copy's learning rate.
         epochs: ``int[N]``, epochs trained since each copy's reset.
+        lone_calls: a few active copies get a call of one copy each (see ``FEW``).
     """
 
     @deterministic
@@ -151,6 +153,7 @@ class BatchedEpochRunner:
         self.keys: list[str] = []
         self._test_keys: list[str] = []
         self.jit_compile = jit_compile
+        self.lone_calls = n >= 2 * FEW  # see FEW
         self._compiled = False  # True once an epoch call succeeded
         self._make_epoch_function()
         self._load_function = tf.function(self._load_graph, autograph=False)
@@ -384,15 +387,15 @@ class BatchedEpochRunner:
     def run_epochs(self, active: np.ndarray | None = None) -> np.ndarray:
         """Train one epoch of the ``active`` copies (default: all) in one call.
 
-        When only a few copies train (at most ``copies // FEW``), each gets a call of its
-        own, of one copy.
+        When only a few copies train (at most ``copies // FEW``, if ``lone_calls``), each
+        gets a call of its own, of one copy.
 
         Returns ``float64[N, len(keys)]``, the epoch's logs per copy (NaN/inf as they
         come); rows of inactive copies are meaningless.
         """
         self._check_open()
         active = np.ones(self.copies, bool) if active is None else np.asarray(active, bool)
-        if 0 < active.sum() <= max(self.copies // FEW, 1) < self.copies:
+        if self.lone_calls and 0 < active.sum() <= self.copies // FEW:
             # a few copies (new episodes' first epochs): a call of one copy each is cheaper
             rows = {i: self._call([i], [True])[0] for i in np.flatnonzero(active)}
             if self._logs.shape != (self.copies, len(self.keys)):
