@@ -91,7 +91,7 @@ class _Episodes:
 
     def add(self, copy: tuple[int, int], obs: np.ndarray, info: dict[str, Any]) -> None:
         self.frames[copy].append(obs)
-        self.infos[copy] = info
+        self.infos[copy] = dict(info)  # as the env gave it: the step's keys are added later
 
     def end(self, copy: tuple[int, int]) -> None:
         self.frames.pop(copy, None)

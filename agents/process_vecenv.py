@@ -9,7 +9,9 @@ group ``g`` is env ``offset_g + i`` here). Seeds follow the same numbering: afte
 
 The groups step together, so each step waits for the slowest. The batched groups
 are built to take the same time: the same number of copies (+-1) and the same task
-order, so they train the same task at the same time.
+order, so they train the same task at the same time. :meth:`ProcessGroupsVecEnv.timing`
+shows what is left of the wait: the learner's seconds in steps beside each group's own
+busy seconds.
 
 A worker ignores Ctrl-C (the learner's process handles it and closes the workers)
 and exits when the learner's end of its pipe closes. An exception in a worker
@@ -21,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import signal
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
@@ -137,6 +140,8 @@ class ProcessGroupsVecEnv(VecEnv):
             self.close()
             raise
         self.sizes = [size for size, _, _ in described]
+        self._step_started = 0.0
+        self._step_seconds = 0.0
         self.offsets = np.cumsum([0, *self.sizes])
         observation_space, action_space = described[0][1:]
         for _, observation, action in described[1:]:
@@ -210,6 +215,12 @@ class ProcessGroupsVecEnv(VecEnv):
         """The groups' own ``warm_up`` (batched: build and compile every task), in parallel."""
         self.call("warm_up")
 
+    def timing(self) -> dict[str, Any]:
+        """``step_seconds``: the learner's seconds from sending the actions to the last
+        result; ``groups``: each group's own ``timing()`` (its ``step_seconds`` are its busy
+        seconds: the rest of the learner's it idled, waiting for a slower group)."""
+        return {"step_seconds": self._step_seconds, "groups": self.call("timing")}
+
     # -- VecEnv ----------------------------------------------------------------
 
     def reset(self) -> VecEnvObs:
@@ -225,11 +236,13 @@ class ProcessGroupsVecEnv(VecEnv):
         return np.concatenate([obs for obs, _ in results])
 
     def step_async(self, actions: np.ndarray) -> None:
+        self._step_started = time.perf_counter()
         for group in range(len(self.remotes)):
             self._send(group, "step", actions[self._slice(group)])
 
     def step_wait(self) -> VecEnvStepReturn:
         results = [self._receive(group) for group in range(len(self.remotes))]
+        self._step_seconds += time.perf_counter() - self._step_started
         observations, rewards, dones, infos = zip(*results, strict=True)
         return (
             np.concatenate(observations),

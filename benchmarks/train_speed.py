@@ -15,7 +15,15 @@ defaults, evaluation and checkpoints off) and the environments of ``--vec``:
 Prints env steps per second including learning, and the split, with the load
 average, and as its last line ``<number> env steps/s`` of the last run.
 ``--baseline 2`` first measures ``subproc`` with 2 environments in the same run, for
-a ratio that the load of other processes hits alike. Targets: PPO with 2
+a ratio that the load of other processes hits alike. ``--config RECIPE`` measures a
+recipe file's own settings instead (its suite, environments, lanes and PPO
+hyperparameters), ``--baseline-config RECIPE`` another recipe first.
+
+Batched environments also show where their steps go: the seconds of the epoch calls
+(``epoch s``, ``calls/step``: one per lane, plus resets) and of the rest of the step
+(``other s``: the copies' environments, featurizer, resets); with worker processes,
+each worker's idle share of the learner's step time (``lockstep idle``: a fast worker
+waiting for a slow one). Targets: PPO with 2
 environments >= 150 env steps/s; batched with 16 copies >= 600 env steps/s, its
 peak RSS <= 2 GB. Memory: the main process's peak RSS, each worker's peak RSS, and
 the PSS of all of them at the end (shared library pages counted once: the RAM they
@@ -27,6 +35,9 @@ worker's CPU): in lockstep the main process infers and learns while the workers 
     .venv/bin/python benchmarks/train_speed.py --timesteps 4096 --n-envs 1 2
     .venv/bin/python benchmarks/train_speed.py --vec batched --n-envs 16 --timesteps 8192 \
         --baseline 2
+    .venv/bin/python benchmarks/train_speed.py --timesteps 16384 \
+        --config experiments/configs/pretrained_batched.yaml \
+        --baseline-config experiments/configs/pretrained.yaml
 """
 
 from __future__ import annotations
@@ -47,26 +58,20 @@ from fitpilot import runtime
 from fitpilot.agents.config import VEC_ENVS
 
 
-def measure(
-    n_envs: int, timesteps: int, suite: str, seed: int, vec: str, processes: int = 1
-) -> dict[str, Any]:
-    """Start-up, warm-up and learning figures of one PPO run with ``n_envs`` environments."""
+def measure(config: Any, timesteps: int) -> dict[str, Any]:
+    """Start-up, warm-up and learning figures of one PPO run of ``config`` (a TrainConfig)."""
     from fitpilot.agents.callbacks import RolloutTimerCallback
-    from fitpilot.agents.config import build_config
     from fitpilot.agents.train import new_model
     from fitpilot.agents.vecenv import make_workers, wrap
     from fitpilot.envs.loading import load_tasks
 
-    config = build_config(
-        {"suite": suite, "n_envs": n_envs, "seed": seed, "eval_every": 0, "vec": vec,
-         "processes": processes if vec == "batched" else 1}
-    )
+    seed = config.seed
     started = time.perf_counter()
     workers = make_workers(config)
     start_seconds = time.perf_counter() - started
     try:
         started = time.perf_counter()
-        if vec == "batched":
+        if config.vec == "batched":
             workers.venv.warm_up()
         else:
             for task in load_tasks(config.task_spec):
@@ -75,6 +80,8 @@ def measure(
         model = new_model(config, wrap(workers, config))
         timer = RolloutTimerCallback()
         pids = worker_pids(workers.venv)
+        timing = getattr(workers.venv, "timing", dict)
+        timing_before = timing()
         cpu_before = [time.process_time()] + [cpu_seconds(pid) for pid in pids]
         started = time.perf_counter()
         model.learn(timesteps, callback=timer)
@@ -84,11 +91,12 @@ def measure(
         steps = model.num_timesteps
         worker_peak = [peak_rss_mb(pid) for pid in pids]
         pss = pss_mb() + sum(pss_mb(pid) for pid in pids)
+        lanes = lane_figures(timing_before, timing())
     finally:
         workers.close()
     return {
-        "vec": vec,
-        "n_envs": n_envs,
+        "vec": config.vec,
+        "n_envs": config.n_envs,
         "steps": steps,
         "start_s": start_seconds,
         "warmup_s": warmup_seconds,
@@ -103,8 +111,41 @@ def measure(
         "worker_peak_rss_mb": worker_peak,
         "pss_mb": pss,
         "load": os.getloadavg()[0],
+        **lanes,
     }
 
+
+def lane_figures(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """Epoch-call seconds, calls per step, other step seconds and lockstep idle shares
+    between two ``timing()`` readings of a batched VecEnv (empty for other kinds)."""
+    if not after:
+        return {}
+    if "groups" not in after:  # in-process: one group
+        groups_before, groups_after, waited = [before], [after], None
+    else:  # worker processes: the learner waited step_seconds for all
+        groups_before, groups_after = before["groups"], after["groups"]
+        waited = after["step_seconds"] - before["step_seconds"]
+
+    def spent(key: str) -> list[float]:
+        return [b[key] - a[key] for a, b in zip(groups_before, groups_after, strict=True)]
+
+    busy, epochs = spent("step_seconds"), spent("epoch_seconds")
+    calls, steps = sum(spent("calls")), max(spent("steps"))
+    return {
+        "epoch_s": sum(epochs),
+        "other_s": sum(busy) - sum(epochs),
+        "calls_per_step": calls / max(steps, 1),
+        "lockstep_idle": [1 - b / waited for b in busy] if waited else [],
+    }
+
+
+def recipe(path: str | None, **settings: Any) -> Any:
+    """The TrainConfig of recipe file ``path`` (evaluation off) or of ``settings``."""
+    from fitpilot.agents.config import build_config, read_config_file
+    from fitpilot.experiments.recipe import SELECT_KEY
+
+    layers = [{k: v for k, v in read_config_file(path).items() if k != SELECT_KEY}] if path else []
+    return build_config(*layers, {"eval_every": 0} if path else settings)
 
 
 def main() -> None:
@@ -126,34 +167,55 @@ def main() -> None:
         default=0,
         help="first measure subproc with this many environments, for a ratio (0: no)",
     )
+    parser.add_argument("--config", help="measure this recipe file's settings instead")
+    parser.add_argument("--baseline-config", help="first measure this recipe file, for a ratio")
     args = parser.parse_args()
     runtime.configure(1)
     import torch
 
     torch.set_num_threads(1)
-    print(f"PPO on suite {args.suite!r}, {args.timesteps} steps; {os.cpu_count()} cores, "
+    print(f"PPO, {args.timesteps} steps; {os.cpu_count()} cores, "
           f"load average {os.getloadavg()[0]:.1f} at start")
     print(f"{'vec':>8} {'envs':>4} {'start s':>8} {'warm-up s':>9} {'steps':>6} {'wall s':>7} "
           f"{'steps/s':>8} {'rollout s':>9} {'learn s':>8} {'main cpu s':>10} "
           f"{'worker cpu s':>13} {'idle est.':>9} {'peak RSS MB':>11} {'workers MB':>11} "
-          f"{'PSS MB':>7} {'load':>5}")
-    runs = [("subproc", args.baseline)] if args.baseline else []
-    runs += [(args.vec, n_envs) for n_envs in args.n_envs]
+          f"{'PSS MB':>7} {'load':>5} {'epoch s':>8} {'other s':>8} {'calls/step':>10} "
+          f"{'lockstep idle':>13}")
+    common = {"suite": args.suite, "seed": args.seed, "eval_every": 0}
+    configs = []
+    if args.baseline_config:
+        configs.append(recipe(args.baseline_config))
+    elif args.baseline:
+        configs.append(recipe(None, **common, n_envs=args.baseline, vec="subproc"))
+    if args.config:
+        configs.append(recipe(args.config))
+    else:
+        processes = args.processes if args.vec == "batched" else 1
+        configs += [
+            recipe(None, **common, n_envs=n, vec=args.vec, processes=processes)
+            for n in args.n_envs
+        ]
     results = []
-    for vec, n_envs in runs:
-        r = measure(n_envs, args.timesteps, args.suite, args.seed, vec, args.processes)
+    for config in configs:
+        r = measure(config, args.timesteps)
         results.append(r)
         workers = "/".join(f"{c:.1f}" for c in r["worker_cpu_s"]) or "-"
         workers_mb = "/".join(f"{m:.0f}" for m in r["worker_peak_rss_mb"]) or "-"
-        print(f"{vec:>8} {r['n_envs']:>4} {r['start_s']:>8.1f} {r['warmup_s']:>9.1f} "
+        lanes = (
+            f"{r['epoch_s']:>8.1f} {r['other_s']:>8.1f} {r['calls_per_step']:>10.2f} "
+            f"{'/'.join(f'{i:.0%}' for i in r['lockstep_idle']) or '-':>13}"
+            if "epoch_s" in r else f"{'-':>8} {'-':>8} {'-':>10} {'-':>13}"
+        )
+        print(f"{r['vec']:>8} {r['n_envs']:>4} {r['start_s']:>8.1f} {r['warmup_s']:>9.1f} "
               f"{r['steps']:>6} {r['wall_s']:>7.1f} {r['steps_per_s']:>8.1f} "
               f"{r['rollout_s']:>9.1f} {r['learn_s']:>8.1f} {r['main_cpu_s']:>10.1f} "
               f"{workers:>13} {r['idle_estimate']:>9.0f} {r['peak_rss_mb']:>11.0f} "
-              f"{workers_mb:>11} {r['pss_mb']:>7.0f} {r['load']:>5.1f}", flush=True)
+              f"{workers_mb:>11} {r['pss_mb']:>7.0f} {r['load']:>5.1f} {lanes}", flush=True)
     last = results[-1]
-    if args.baseline:
+    if len(configs) > 1 and (args.baseline or args.baseline_config):
         ratio = last["steps_per_s"] / results[0]["steps_per_s"]
-        print(f"ratio {ratio:.2f}x subproc with {args.baseline} envs (same run)")
+        base = args.baseline_config or f"subproc with {args.baseline} envs"
+        print(f"ratio {ratio:.2f}x {base} (same run)")
     print(f"load average {os.getloadavg()[0]:.1f} at the end")
     print(f"{last['steps_per_s']:.1f} env steps/s ({last['vec']}, {last['n_envs']} envs)")
 
