@@ -103,7 +103,15 @@ class EnvSettings:
         actions: the action scheme without its version, e.g.
             ``{"kind": "discrete", "factors": [0.333, 1, 3]}`` or
             ``{"kind": "continuous", "max_log10_factor": 0.5}``.
-        featurizer: :class:`FeaturizerConfig` fields (``version`` only when it is not 1).
+        featurizer: :class:`FeaturizerConfig` fields (``version`` only when it is not 1;
+            version 3, controller v3, measures the scale first: it takes an action scheme
+            with ``first`` choices, and its ``probe`` settings).
+        restarts: a NaN or inf before any finite epoch restarts the run at a tenth of the
+            rate, at most this many times, as the deployed callback does (0: the episode ends).
+        reversal_cost: reward paid when the rate changes direction (a raise after a cut, or
+            the reverse): a saw-tooth rate path costs.
+        seed_pool: episodes draw their seed (initial weights, data order) from this many
+            seeds (0: any): version 3 then measures each (task, seed)'s scale probe once.
         frame_stack: observations stacked, oldest first (1 = the current one only).
         norm_reward: scale rewards by a running return std (VecNormalize).
         clip_obs: normalised observations are clipped to ``[-clip_obs, clip_obs]``.
@@ -119,6 +127,9 @@ class EnvSettings:
     max_lr: float = DEFAULT_MAX_LR
     actions: dict[str, Any] = field(default_factory=lambda: {"kind": "discrete"})
     featurizer: dict[str, Any] = field(default_factory=dict)
+    restarts: int = 0
+    reversal_cost: float = 0.0
+    seed_pool: int = 0
     frame_stack: int = 2
     norm_reward: bool = True
     clip_obs: float = 10.0
@@ -162,6 +173,9 @@ class EnvSettings:
             "divergence_penalty": self.divergence_penalty,
             "min_lr": self.min_lr,
             "max_lr": self.max_lr,
+            "restarts": int(self.restarts),
+            "reversal_cost": float(self.reversal_cost),
+            "seed_pool": int(self.seed_pool),
         }
 
     def check(self) -> None:
@@ -185,12 +199,23 @@ class EnvSettings:
             raise TrainError(f"env.tuned_fraction must be in [0, 1], got {self.tuned_fraction}")
         if self.reward not in REWARDS:
             raise TrainError(f"env.reward must be one of {', '.join(REWARDS)}, got {self.reward!r}")
+        if int(self.restarts) < 0 or float(self.reversal_cost) < 0 or int(self.seed_pool) < 0:
+            raise TrainError(f"env.restarts, env.reversal_cost and env.seed_pool must be >= 0, "
+                             f"got {self.restarts}, {self.reversal_cost} and {self.seed_pool}")
+        probe = self.featurizer_config().uses_probe
+        if probe != bool(getattr(self.action_scheme(), "first", ())):
+            raise TrainError(
+                "env.featurizer version 3 (the scale probe) needs env.actions with `first` "
+                "choices (the first decision), and the other way round: set both or neither"
+            )
 
     def batched_obstacles(self) -> list[str]:
         """The settings that need single-run environments (``vec`` subproc or dummy)."""
         obstacles = []
         if self.reward == "relative":
             obstacles.append("env.reward 'relative' (reference runs)")
+        if self.featurizer_config().uses_probe:
+            obstacles.append("env.featurizer version 3 (the scale probe)")
         return obstacles
 
 

@@ -342,6 +342,9 @@ class _Session:
         }
         if config.env.reward != DEFAULT_REWARD:  # absolute-reward bundles keep their manifest
             metadata["reward"] = config.env.reward
+        for name in ("restarts", "reversal_cost"):  # said only when set: v2 manifests unchanged
+            if getattr(config.env, name):
+                metadata[name] = getattr(config.env, name)
         return export_bundle(model, config.env, metadata)
 
     def save(self) -> None:

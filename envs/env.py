@@ -18,14 +18,17 @@ import numpy as np
 from fitpilot.controller.actions import (
     DEFAULT_MAX_LR,
     DEFAULT_MIN_LR,
+    RESTART_FACTOR,
     ActionScheme,
     DiscreteActions,
     clamp_learning_rate,
+    first_learning_rate,
     is_divergent,
     next_learning_rate,
     rollback_learning_rate,
 )
 from fitpilot.controller.features import Featurizer, FeaturizerConfig
+from fitpilot.controller.probe import ProbeResult
 from fitpilot.envs import (
     DEFAULT_DIVERGENCE_PENALTY,
     DEFAULT_EPOCH_COST,
@@ -37,8 +40,9 @@ from fitpilot.envs import (
     REWARDS,
 )
 from fitpilot.envs.loading import load_tasks
+from fitpilot.envs.model_state import Logs
 from fitpilot.envs.reference_run import ReferenceCurves
-from fitpilot.envs.runner import EpochRunner, Logs, make_runner
+from fitpilot.envs.runner import EpochRunner, make_runner
 from fitpilot.envs.tasks import LR_DISTRIBUTIONS, TaskError, TrainingTask
 from fitpilot.errors import FitpilotError
 
@@ -193,6 +197,9 @@ class KerasTrainingEnv(gymnasium.Env):
         lr_distribution: str = DEFAULT_LR_DISTRIBUTION,
         tuned_fraction: float = DEFAULT_TUNED_FRACTION,
         reward: str = DEFAULT_REWARD,
+        restarts: int = 0,
+        reversal_cost: float = 0.0,
+        seed_pool: int = 0,
     ) -> None:
         self.tasks = load_tasks(tasks) if isinstance(tasks, str) else list(tasks)
         if not self.tasks:
@@ -212,6 +219,19 @@ class KerasTrainingEnv(gymnasium.Env):
             raise EnvError(f"tuned_fraction must be in [0, 1], got {tuned_fraction}")
         if reward not in REWARDS:
             raise EnvError(f"reward must be one of {', '.join(REWARDS)}, got {reward!r}")
+        if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 0:
+            raise EnvError(f"restarts must be an int >= 0, got {restarts!r}")
+        if not (math.isfinite(reversal_cost) and reversal_cost >= 0):
+            raise EnvError(f"reversal_cost must be >= 0, got {reversal_cost}")
+        if isinstance(seed_pool, bool) or not isinstance(seed_pool, int) or seed_pool < 0:
+            raise EnvError(f"seed_pool must be an int >= 0 (0: any seed), got {seed_pool!r}")
+        uses_probe = self.featurizer.config.uses_probe
+        has_first = bool(getattr(self.actions, "first", ()))
+        if uses_probe != has_first:
+            raise EnvError(
+                "featurizer version 3 (the scale probe) and an action scheme with a first "
+                "decision (DiscreteActions.v3) go together; give both or neither"
+            )
         self.lr_distribution = lr_distribution
         self.reward = reward
         self.reference_curves = ReferenceCurves()
@@ -220,6 +240,9 @@ class KerasTrainingEnv(gymnasium.Env):
         self.divergence_penalty = float(divergence_penalty)
         self.min_lr, self.max_lr = float(min_lr), float(max_lr)
         self.monitor = monitor
+        self.restarts = restarts
+        self.reversal_cost = float(reversal_cost)
+        self.seed_pool = seed_pool
         self.action_space = self.actions.space()
         clip = self.featurizer.config.clip
         self.observation_space = gymnasium.spaces.Box(
@@ -236,6 +259,17 @@ class KerasTrainingEnv(gymnasium.Env):
         self._epoch_lr = math.nan  # the rate the next (or last) epoch trains with
         self._best_lr = math.nan  # the rate of the best epoch
         self._reference: np.ndarray | None = None  # relative reward: the cell's R_t, t = 1..T
+        # Version 3: the scale probe and the initial validation loss per (task, seed), the
+        # episode's probe, and whether the first decision (before epoch 1) is still to come.
+        self._probes: dict[tuple[str, int], tuple[ProbeResult, float]] = {}
+        self.probe: ProbeResult | None = None
+        self._awaiting_first = False
+        self._seed = 0
+        self._epoch_offset = 0  # epochs spent before the last restart
+        self._finite_epochs = 0
+        self._restarts_left = 0
+        self._direction = 0  # of the last change of the rate: -1, 0 (none yet) or +1
+        self._step_cost = 0.0  # reward owed by the step being taken (a reversal)
         self._last_obs = np.zeros(self.observation_space.shape, np.float32)
         self._done = False  # the last epoch ended the episode (budget or divergence)
         self._needs_reset = False  # a step returned terminated: only reset may follow
@@ -245,7 +279,8 @@ class KerasTrainingEnv(gymnasium.Env):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
-        """Start an episode and train its first epoch.
+        """Start an episode and train its first epoch (version 3: measure the scale and
+        observe, the first decision and epoch being the first step).
 
         ``options`` may fix ``"task"`` (name or index), and ``"learning_rate"`` or
         ``"lr_factor"`` (times the task default, whatever ``lr_distribution``) instead
@@ -253,6 +288,8 @@ class KerasTrainingEnv(gymnasium.Env):
         """
         self.begin_reset(seed=seed, options=options)
         assert self.runner is not None
+        if self._awaiting_first:
+            return self.start_observation()
         return self.end_reset(self.runner.run_epoch())
 
     def begin_reset(
@@ -276,20 +313,42 @@ class KerasTrainingEnv(gymnasium.Env):
         lr = clamp_learning_rate(lr, self.min_lr, self.max_lr)
         self.runner = self._runner_for(self.task)
         if getattr(self.actions, "rollback", False):  # actions v2: snapshots with optimizer state
-            self._runner_feature("track_optimizer_state", "the rollback action")()
-        seed = int(self.np_random.integers(2**31 - 1))
+            self.runner.track_optimizer_state()
+        seed = int(self.np_random.integers(self.seed_pool or 2**31 - 1))
         if self.reward == "relative":
             self._reference = self.reference_curves.get(
                 self.task.name, self.runner, seed, lr, self.task.epochs, self.monitor
             )
         self.runner.reset(seed=seed, learning_rate=lr)
-        self.featurizer.reset(budget=self.task.epochs, weights=self._weights())
+        self._seed = seed
+        self.probe, start_val = self._probe_for(seed) if self.featurizer.config.uses_probe \
+            else (None, math.inf)
+        self.featurizer.reset(budget=self.task.epochs, weights=self._weights(), probe=self.probe)
         self.initial_learning_rate = lr
         self.best = math.inf
         self.best_epoch = 0
         self.last_action = "start"
         self._epoch_lr = lr
+        self._best_lr = lr
         self._needs_reset = False
+        self._epoch_offset = self._finite_epochs = 0
+        self._restarts_left = self.restarts
+        self._direction, self._step_cost = 0, 0.0
+        self._awaiting_first = self.probe is not None
+        if self._awaiting_first and math.isfinite(start_val):
+            # The untrained weights are the best until an epoch beats them: the first
+            # decision is paid for epoch 1's progress from them.
+            self.best = start_val
+            self.runner.remember_weights()
+
+    def start_observation(self) -> tuple[np.ndarray, dict[str, Any]]:
+        """Version 3, :meth:`reset` after :meth:`begin_reset`: the observation before the first
+        epoch, on which the first step's action is the first decision."""
+        assert self.probe is not None
+        self._last_obs = self.featurizer.observe_start(self._epoch_lr)
+        info = self._info(final=False)
+        info["probe"] = self.probe.to_dict()
+        return self._last_obs, info
 
     def end_reset(self, logs: Logs) -> tuple[np.ndarray, dict[str, Any]]:
         """:meth:`reset` after its first epoch, given that epoch's ``logs``."""
@@ -322,12 +381,22 @@ class KerasTrainingEnv(gymnasium.Env):
                 "before step()"
             )
         self._check_action(action)
+        if self._awaiting_first:  # version 3: the first decision, then epoch 1
+            assert self.probe is not None
+            decision = self.actions.decode(action, first=True)
+            self.last_action = decision.name
+            lr = first_learning_rate(self.initial_learning_rate, decision, self.probe.anchors,
+                                     self.min_lr, self.max_lr)
+            self._set_rate(lr)
+            self._best_lr = lr  # the untrained weights' stand-in rate, for a rollback to them
+            self._awaiting_first = False
+            return None
         decision = self.actions.decode(action)
         self.last_action = decision.name
         if decision.stop or self._done:  # _done: the epoch of reset diverged
             self._needs_reset = True
-            forfeited = 0.0 if self._done else self._reference_progress_after(self.runner.epoch)
-            return self._last_obs, 0.0 - forfeited, True, False, self._info(final=True)
+            forfeited = 0.0 if self._done else self._reference_progress_after(self.epoch)
+            return self._last_obs.copy(), 0.0 - forfeited, True, False, self._info(final=True)
         previous = self.runner.learning_rate
         if decision.rollback:  # the best epoch's weights, optimizer state and rate
             self.runner.restore_weights()
@@ -335,10 +404,26 @@ class KerasTrainingEnv(gymnasium.Env):
             lr = rollback_learning_rate(self._best_lr, decision, self.min_lr, self.max_lr)
         else:
             lr = next_learning_rate(previous, decision, self.min_lr, self.max_lr)
+        self._set_rate(lr)
+        return None
+
+    @property
+    def epoch(self) -> int:
+        """Epochs trained in this episode (those before a restart included)."""
+        return (self.runner.epoch if self.runner is not None else 0) + self._epoch_offset
+
+    def _set_rate(self, lr: float) -> None:
+        """The next epoch's rate; a change against the last change's direction costs
+        ``reversal_cost`` (a saw-tooth rate path)."""
+        assert self.runner is not None
+        previous = self.runner.learning_rate
         if lr != previous:
             self.runner.learning_rate = lr
+            direction = 1 if lr > previous else -1
+            if self._direction and direction != self._direction:
+                self._step_cost += self.reversal_cost
+            self._direction = direction
         self._epoch_lr = lr
-        return None
 
     def end_step(self, logs: Logs) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """:meth:`step` after its epoch, given that epoch's ``logs``."""
@@ -375,14 +460,18 @@ class KerasTrainingEnv(gymnasium.Env):
         self.logs = logs
         self._last_obs = self.featurizer.observe(self.logs, self._epoch_lr, self._weights())
         value = self.logs.get(self.monitor, math.nan)
-        epoch = self.runner.epoch
+        epoch = self.epoch
         if is_divergent(self.logs, ("loss", self.monitor)):
+            if self._finite_epochs == 0 and self._restarts_left > 0 and epoch < self.task.epochs:
+                return self._restart()
             self._done = True
             forfeited = self._reference_progress_after(epoch - 1) if epoch > 1 else 0.0
             return self._last_obs, -self.divergence_penalty - forfeited, True, self._info(
                 final=True, diverged=True
             )
-        reward = 0.0 if epoch == 1 else -self.epoch_cost
+        self._finite_epochs += 1
+        reward = (0.0 if epoch == 1 else -self.epoch_cost) - self._step_cost
+        self._step_cost = 0.0
         if value < self.best:
             if math.isfinite(self.best):
                 reward += _log(self.best) - _log(value)
@@ -394,6 +483,36 @@ class KerasTrainingEnv(gymnasium.Env):
         terminated = epoch >= self.task.epochs
         self._done = terminated
         return self._last_obs, float(reward), terminated, self._info(final=terminated)
+
+    def _restart(self) -> tuple[np.ndarray, float, bool, dict[str, Any]]:
+        """A NaN or inf before any finite epoch, with restarts left: as the callback does, start
+        over from the initial weights and optimizer state at ``RESTART_FACTOR`` of the rate, as
+        a fresh run of the epochs left, and train its first epoch without a decision (the
+        callback asks the policy only after a finite epoch). The step pays
+        ``divergence_penalty`` on top of what that epoch earns."""
+        assert self.runner is not None and self.task is not None
+        self._restarts_left -= 1
+        self._epoch_offset = self.epoch
+        lr = clamp_learning_rate(self._epoch_lr * RESTART_FACTOR, self.min_lr, self.max_lr)
+        self.runner.reset(seed=self._seed, learning_rate=lr)
+        self.featurizer.reset(budget=max(1, self.task.epochs - self._epoch_offset),
+                              weights=self._weights())
+        if self.probe is not None and math.isfinite(self.best):  # the untrained weights, again
+            self.runner.remember_weights()
+        self._epoch_lr = self._best_lr = lr
+        self.last_action = "restart"
+        obs, reward, terminated, info = self._epoch_result(self.runner.run_epoch())
+        info["restarted"] = True
+        return obs, reward - self.divergence_penalty, terminated, info
+
+    def _probe_for(self, seed: int) -> tuple[ProbeResult, float]:
+        """The scale probe of the episode's task and seed, and the validation loss of the
+        initial weights (computed once per task and seed: neither depends on the start)."""
+        assert self.runner is not None and self.task is not None
+        key = (self.task.name, seed)
+        if key not in self._probes:
+            self._probes[key] = self.runner.scale_probe(self.featurizer.config.probe)
+        return self._probes[key]
 
     def _reference_progress(self, start: int, end: int) -> float:
         """``log R_start - log R_end`` (epochs, 1-based) with ``reward="relative"``, else 0.
@@ -415,7 +534,7 @@ class KerasTrainingEnv(gymnasium.Env):
         assert self.runner is not None and self.task is not None
         info: dict[str, Any] = {
             "task": self.task.name,
-            "epoch": self.runner.epoch,
+            "epoch": self.epoch,
             "budget": self.task.epochs,
             "learning_rate": self.runner.learning_rate,
             "initial_learning_rate": self.initial_learning_rate,
@@ -426,7 +545,7 @@ class KerasTrainingEnv(gymnasium.Env):
             "diverged": diverged,
         }
         if final:
-            if self.best_epoch:
+            if self.best_epoch or (self.probe is not None and math.isfinite(self.best)):
                 self.runner.restore_weights()
                 info["test"] = self.runner.evaluate_test()
             else:
@@ -479,16 +598,8 @@ class KerasTrainingEnv(gymnasium.Env):
         """The model's trainable weights if the featurizer reads them (version 2), else None."""
         if not self.featurizer.config.uses_weights:
             return None
-        return self._runner_feature("trainable_weights", "featurizer version 2")()
-
-    def _runner_feature(self, name: str, needed_by: str) -> Any:
-        """The runner's attribute ``name``, or an EnvError saying ``needed_by`` needs it."""
-        if not hasattr(self.runner, name):
-            raise EnvError(
-                f"{needed_by} needs a runner with `{name}`, which {type(self.runner).__name__} "
-                f"lacks; use the single-run runners (FastEpochRunner, FitEpochRunner)"
-            )
-        return getattr(self.runner, name)
+        assert self.runner is not None
+        return self.runner.trainable_weights()
 
     def _runner_for(self, task: TrainingTask) -> EpochRunner:
         if task.name not in self._runners:

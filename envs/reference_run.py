@@ -25,7 +25,7 @@ DEFAULT_CACHE_SIZE = 4096
 
 
 def reduce_lr_on_plateau(monitor: str = "val_loss") -> keras.callbacks.ReduceLROnPlateau:
-    """The ``ReduceLROnPlateau`` of BENCHMARK.md (the benchmark's ``reduce_lr``)."""
+    """The ``ReduceLROnPlateau`` of docs/benchmark.md (the benchmark's ``reduce_lr``)."""
     return keras.callbacks.ReduceLROnPlateau(
         monitor=monitor, factor=0.5, patience=3, min_lr=1e-5, cooldown=2
     )

@@ -1,6 +1,6 @@
 """Orchestration: plan the runs, skip the finished ones, run the rest, store them, write the report.
 
-A benchmark runs in two phases (BENCHMARK.md v2): first the constant-rate grid
+A benchmark runs in two phases (docs/benchmark.md): first the constant-rate grid
 (extended at an edge for the tuned reference), which decides each task's
 reference rate; then every strategy from that reference times each starting
 factor. Each finished run is appended to the store at once, in this process,

@@ -48,7 +48,7 @@ from fitpilot.experiments.strategies import RunContext, strategy
 
 #: Rows per batch when scoring the validation and test splits (one batch for small splits).
 EVAL_BATCH = 8192
-#: At most this many batches in the ``lr_finder`` strategy's range test (BENCHMARK.md).
+#: At most this many batches in the ``lr_finder`` strategy's range test (docs/benchmark.md).
 RANGE_TEST_BATCHES = 100
 
 

@@ -30,7 +30,7 @@ DESCRIPTIONS = 2
 ORACLE_DECADES = 4.0
 #: At most this many decades are added to an edge of the grid to bring the tuned rate inside.
 MAX_EXTENSION_DECADES = 2.0
-#: BENCHMARK.md's minimum for a published report.
+#: docs/benchmark.md's minimum for a published report.
 MIN_PUBLISHED_SEEDS, MIN_PUBLISHED_GRID = 3, 7
 #: The tuned reference needs a grid with edges and an inside.
 MIN_TUNED_GRID = 3
@@ -497,7 +497,7 @@ class Settings:
         return self.grid_keys() + self.strategy_keys()
 
     def warnings(self) -> list[str]:
-        """Why this configuration is below BENCHMARK.md's bar for a published report."""
+        """Why this configuration is below docs/benchmark.md's bar for a published report."""
         out = []
         if self.seeds < MIN_PUBLISHED_SEEDS:
             out.append(

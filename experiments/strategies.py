@@ -143,6 +143,28 @@ def es_reduce_lr(context: RunContext) -> list[Any]:
     ]
 
 
+#: GreedyLR's settings in the benchmark (the transformers defaults, factor 0.95 and patience
+#: 10 with min_lr 1e-3, barely move a rate in 10-100 epochs): chosen on the validation suite
+#: by ``experiments/tune_rules.py`` (experiments/NOTES.md); the clamp is ReduceLROnPlateau's
+#: min_lr and the controller's max_lr.
+GREEDY_LR = {"factor": 0.5, "patience": 1, "min_lr": 1e-5, "max_lr": 10.0}
+#: AdaLRS's settings in the benchmark: its module's defaults, chosen on the validation suite
+#: too (``experiments/tune_rules.py``).
+ADALRS: dict[str, Any] = {}
+
+
+def greedy_lr(context: RunContext) -> list[Any]:
+    from fitpilot.baselines.greedy_lr import GreedyLR
+
+    return [GreedyLR(monitor="val_loss", restore_best_weights=True, **GREEDY_LR)]
+
+
+def adalrs(context: RunContext) -> list[Any]:
+    from fitpilot.baselines.adalrs import AdaLRS
+
+    return [AdaLRS(monitor="val_loss", restore_best_weights=True, **ADALRS)]
+
+
 def learned(context: RunContext) -> list[Any]:
     if context.controller is None:
         raise StrategyError(f"the {PRODUCT} strategy needs a controller; give `controller`")
@@ -187,6 +209,16 @@ STRATEGY_TABLE: dict[str, Strategy] = {row.name: row for row in (
         "restore; ignores the starting rate and the task's optimizer",
         restore_best, model="prodigy", fixed_learning_rate=1.0, factor_free=True,
         color="tab:cyan",
+    ),
+    Strategy(
+        "greedy_lr", "GreedyLR (Subramanian et al. 2025, the transformers rule) per epoch on "
+        "val_loss: the rate / F after improvements, x F otherwise, with patience; best-weight "
+        "restore", greedy_lr, records_decisions=True, color="tab:olive", style=(0, (4, 1, 1, 1)),
+    ),
+    Strategy(
+        "adalrs", "AdaLRS (Dong et al. 2025) per epoch on val_loss: raise while the fitted "
+        "descent slope improves, roll back a failed raise and lower; best-weight restore",
+        adalrs, records_decisions=True, color="tab:pink", style=(0, (2, 1)),
     ),
     Strategy(
         PRODUCT, "the LearnedController from the benchmarked bundle", learned,

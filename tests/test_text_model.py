@@ -200,11 +200,10 @@ def test_the_tools_on_the_text_model() -> None:
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_the_tools_on_other_backends(backend: str) -> None:
     pytest.importorskip(backend)
-    script = ("import sys; sys.path.insert(0, {root!r}); import keras; "
-              "assert keras.backend.backend() == {backend!r}; "
+    script = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); import keras; "
+              f"assert keras.backend.backend() == {backend!r}; "
               "from tests.test_text_model import check_tools_on_the_text_model; "
-              "check_tools_on_the_text_model(); print('ok')").format(root=str(ROOT),
-                                                                   backend=backend)
+              "check_tools_on_the_text_model(); print('ok')")
     env = {**os.environ, "KERAS_BACKEND": backend, "CUDA_VISIBLE_DEVICES": ""}
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                             cwd=ROOT, env=env, timeout=600)
