@@ -43,14 +43,15 @@ from fitpilot.envs import (
     DEFAULT_LR_FACTOR_RANGE,
     DEFAULT_REWARD,
     DEFAULT_TUNED_FRACTION,
-    REWARDS,
 )
-from fitpilot.envs.tasks import LR_DISTRIBUTIONS
+from fitpilot.envs.settings import EnvError, check_env_settings
 from fitpilot.errors import FitpilotError
 
 ALGORITHMS = ("ppo", "a2c", "dqn")
 # How the environments run: a process each, all in this process, or batched copies of a task.
 VEC_ENVS = ("subproc", "dummy", "batched")
+# Where they run: here (processes of this machine), or as Ray actors.
+BACKENDS = ("local", "ray")
 # TensorFlow threads of each environment process (or of the process holding batched copies).
 WORKER_THREADS = 1
 # Keyword arguments of the algorithm classes that `fitpilot train` sets itself.
@@ -184,30 +185,16 @@ class EnvSettings:
         self.featurizer_config()
         if int(self.frame_stack) < 1:
             raise TrainError(f"env.frame_stack must be >= 1, got {self.frame_stack}")
-        low, high = self.lr_factor_range
-        if not 0 < low <= high:
-            raise TrainError(
-                f"env.lr_factor_range must be [low, high] with 0 < low <= high, "
-                f"got {list(self.lr_factor_range)}"
+        try:
+            check_env_settings(
+                lr_factor_range=tuple(self.lr_factor_range),
+                lr_distribution=self.lr_distribution, tuned_fraction=self.tuned_fraction,
+                reward=self.reward, restarts=self.restarts, reversal_cost=self.reversal_cost,
+                seed_pool=self.seed_pool, uses_probe=self.featurizer_config().uses_probe,
+                has_first_decision=bool(getattr(self.action_scheme(), "first", ())),
             )
-        if self.lr_distribution not in LR_DISTRIBUTIONS:
-            raise TrainError(
-                f"env.lr_distribution must be one of {', '.join(LR_DISTRIBUTIONS)}, "
-                f"got {self.lr_distribution!r}"
-            )
-        if not 0 <= self.tuned_fraction <= 1:
-            raise TrainError(f"env.tuned_fraction must be in [0, 1], got {self.tuned_fraction}")
-        if self.reward not in REWARDS:
-            raise TrainError(f"env.reward must be one of {', '.join(REWARDS)}, got {self.reward!r}")
-        if int(self.restarts) < 0 or float(self.reversal_cost) < 0 or int(self.seed_pool) < 0:
-            raise TrainError(f"env.restarts, env.reversal_cost and env.seed_pool must be >= 0, "
-                             f"got {self.restarts}, {self.reversal_cost} and {self.seed_pool}")
-        probe = self.featurizer_config().uses_probe
-        if probe != bool(getattr(self.action_scheme(), "first", ())):
-            raise TrainError(
-                "env.featurizer version 3 (the scale probe) needs env.actions with `first` "
-                "choices (the first decision), and the other way round: set both or neither"
-            )
+        except EnvError as exc:
+            raise TrainError(f"env.{exc}") from None
 
     def batched_obstacles(self) -> list[str]:
         """The settings that need single-run environments (``vec`` subproc or dummy)."""
@@ -241,6 +228,7 @@ class TrainConfig:
     n_envs: int = 2
     vec: str = "subproc"
     processes: int = 1
+    backend: str = "local"
     seed: int = 0
     eval_every: int = 5000
     eval_tasks: str = "holdout"
@@ -285,6 +273,14 @@ class TrainConfig:
             raise TrainError("give `suite` or `tasks`, not both")
         if self.vec not in VEC_ENVS:
             raise TrainError(f"unknown `vec` {self.vec!r}; use one of {', '.join(VEC_ENVS)}")
+        if self.backend not in BACKENDS:
+            raise TrainError(f"unknown `backend` {self.backend!r}; use one of "
+                             f"{', '.join(BACKENDS)}")
+        if self.backend == "ray" and self.vec != "subproc":
+            raise TrainError(
+                f"`vec` {self.vec} is for the local backend: with `backend` ray each "
+                f"environment is a Ray actor; drop `vec` (or vec: from the recipe)"
+            )
         for name in ("timesteps", "n_envs", "checkpoint_every"):
             if int(getattr(self, name)) < 1:
                 raise TrainError(f"`{name}` must be >= 1, got {getattr(self, name)}")

@@ -42,7 +42,7 @@ from fitpilot.errors import FitpilotError
 from fitpilot.keras_internals import uses_weight_decay, variable_index
 
 
-class ProdigyError(FitpilotError):
+class ProdigyError(FitpilotError, ValueError):
     """A Prodigy setting out of its range."""
 
 

@@ -37,7 +37,7 @@ ACTIONS_VERSIONS = (1, 2, 3)
 ANCHORS = ("start", "valley", "steepest", "minimum")
 
 
-class ActionError(FitpilotError):
+class ActionError(FitpilotError, ValueError):
     """An action scheme that cannot be read, or an optimizer it cannot act on."""
 
 

@@ -76,7 +76,7 @@ _V2_SETTINGS = ("weight_sample", "weight_seed")
 _V3_SETTINGS = ("probe",)
 
 
-class FeaturizerError(FitpilotError):
+class FeaturizerError(FitpilotError, ValueError):
     """A featurizer config this version of fitpilot cannot read."""
 
 

@@ -7,10 +7,12 @@ Works on Keras 3's TensorFlow, JAX and torch backends.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import keras
 import numpy as np
+
+if TYPE_CHECKING:
+    import keras
 
 
 def optimizer_state(optimizer: Any) -> list[Any]:
@@ -27,6 +29,8 @@ def copy_values(variables: list[Any]) -> list[Any]:
     that later in-place updates of the variables do not touch (copy-on-write).
     Elsewhere, numpy arrays.
     """
+    import keras  # here: the featurizer imports this module's neighbours without a backend
+
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf  # only on the TensorFlow backend: JAX and torch users lack it
 

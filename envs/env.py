@@ -37,24 +37,19 @@ from fitpilot.envs import (
     DEFAULT_REWARD,
     DEFAULT_TUNED_FRACTION,
     ENV_ID,
-    REWARDS,
 )
 from fitpilot.envs.loading import load_tasks
 from fitpilot.envs.model_state import Logs
 from fitpilot.envs.reference_run import ReferenceCurves
 from fitpilot.envs.runner import EpochRunner, make_runner
-from fitpilot.envs.tasks import LR_DISTRIBUTIONS, TaskError, TrainingTask
-from fitpilot.errors import FitpilotError
+from fitpilot.envs.settings import EnvError, check_env_settings
+from fitpilot.envs.tasks import TaskError, TrainingTask
 
 __all__ = ["ENV_ID", "EnvError", "KerasTrainingEnv"]
 #: ``"tuned"`` draws ``tuned_fraction`` of the starting rates within this factor of the tuned rate.
 TUNED_SPREAD = 1.5
 #: The keys ``reset(options=...)`` accepts.
 RESET_OPTIONS = ("task", "learning_rate", "lr_factor")
-
-
-class EnvError(FitpilotError, ValueError):
-    """An argument, reset option or action that the environment cannot use."""
 
 
 class KerasTrainingEnv(gymnasium.Env):
@@ -204,34 +199,17 @@ class KerasTrainingEnv(gymnasium.Env):
         self.tasks = load_tasks(tasks) if isinstance(tasks, str) else list(tasks)
         if not self.tasks:
             raise TaskError("KerasTrainingEnv needs at least one task")
-        low, high = lr_factor_range
-        if not 0 < low <= high:
-            raise EnvError(f"lr_factor_range must satisfy 0 < low <= high, got {lr_factor_range}")
         self.featurizer = Featurizer(featurizer)
         self.actions = actions or DiscreteActions()
+        check_env_settings(
+            lr_factor_range=lr_factor_range, lr_distribution=lr_distribution,
+            tuned_fraction=tuned_fraction, reward=reward, restarts=restarts,
+            reversal_cost=reversal_cost, seed_pool=seed_pool,
+            uses_probe=self.featurizer.config.uses_probe,
+            has_first_decision=bool(getattr(self.actions, "first", ())),
+        )
+        low, high = lr_factor_range
         self.lr_factor_range = (float(low), float(high))
-        if lr_distribution not in LR_DISTRIBUTIONS:
-            raise EnvError(
-                f"lr_distribution must be one of {', '.join(LR_DISTRIBUTIONS)}, "
-                f"got {lr_distribution!r}"
-            )
-        if not 0 <= tuned_fraction <= 1:
-            raise EnvError(f"tuned_fraction must be in [0, 1], got {tuned_fraction}")
-        if reward not in REWARDS:
-            raise EnvError(f"reward must be one of {', '.join(REWARDS)}, got {reward!r}")
-        if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 0:
-            raise EnvError(f"restarts must be an int >= 0, got {restarts!r}")
-        if not (math.isfinite(reversal_cost) and reversal_cost >= 0):
-            raise EnvError(f"reversal_cost must be >= 0, got {reversal_cost}")
-        if isinstance(seed_pool, bool) or not isinstance(seed_pool, int) or seed_pool < 0:
-            raise EnvError(f"seed_pool must be an int >= 0 (0: any seed), got {seed_pool!r}")
-        uses_probe = self.featurizer.config.uses_probe
-        has_first = bool(getattr(self.actions, "first", ()))
-        if uses_probe != has_first:
-            raise EnvError(
-                "featurizer version 3 (the scale probe) and an action scheme with a first "
-                "decision (DiscreteActions.v3) go together; give both or neither"
-            )
         self.lr_distribution = lr_distribution
         self.reward = reward
         self.reference_curves = ReferenceCurves()

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from fitpilot.commands import check_writable, user_errors
+from fitpilot.commands import check_writable, needs, user_errors
 from fitpilot.commands.ray_options import Backend, RayAddress, WorkerCpus, WorkerMemory
 from fitpilot.commands.tasks import SUITE_HELP, TASKS_HELP
 from fitpilot.experiments.benchmark import plan_benchmark, run_benchmark
@@ -26,6 +26,7 @@ def register(app: typer.Typer) -> None:
 
 
 @user_errors
+@needs("benchmark")
 def benchmark(
     controller: Annotated[
         str,

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from fitpilot.commands import user_errors
+from fitpilot.commands import needs, user_errors
 from fitpilot.envs.loading import check_spec, resolve_tasks
 from fitpilot.envs.tasks import TrainingTask
 from fitpilot.runtime import configure
@@ -20,6 +20,7 @@ def register(app: typer.Typer) -> None:
 
 
 @user_errors
+@needs("benchmark")
 def tasks(
     suite: Annotated[str | None, typer.Option("--suite", help=SUITE_HELP)] = None,
     tasks: Annotated[str | None, typer.Option("--tasks", help=TASKS_HELP)] = None,
