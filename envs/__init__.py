@@ -3,7 +3,7 @@
 What it holds: tasks and suites (``tasks.py``, ``suites.py``, ``loading.py``: a suite name
 or ``module:NAME``), the epoch runners (``runner.py``, ``fit_runner.py``, ``batched.py``,
 sharing ``model_state.py`` and ``batches.py``), the environment (``env.py``, its settings'
-checks in ``settings.py``) and the relative reward's reference runs (``reference_run.py``).
+checks in ``settings.py``) and the relative reward's reference runs (``plateau_run.py``).
 
 The path a step takes: ``KerasTrainingEnv.step(action)`` -> the action scheme sets the
 rate -> the task's runner trains and validates one epoch in one compiled call -> the logs

@@ -40,7 +40,7 @@ from fitpilot.envs import (
 )
 from fitpilot.envs.loading import load_tasks
 from fitpilot.envs.model_state import Logs
-from fitpilot.envs.reference_run import ReferenceCurves
+from fitpilot.envs.plateau_run import ReferenceCurves
 from fitpilot.envs.runner import EpochRunner, make_runner
 from fitpilot.envs.settings import EnvError, check_env_settings
 from fitpilot.envs.tasks import TaskError, TrainingTask
@@ -109,7 +109,7 @@ class KerasTrainingEnv(gymnasium.Env):
     With ``reward="relative"`` the same progress is paid *beyond a reference run*: the
     benchmark's ``ReduceLROnPlateau`` trained on the same task, seed and starting rate
     to the full budget ``T`` (trained once per such cell at ``reset``; see
-    :mod:`~fitpilot.envs.reference_run`), whose best ``monitor`` value after epoch
+    :mod:`~fitpilot.envs.plateau_run`), whose best ``monitor`` value after epoch
     ``t`` is ``R_t``. Epoch ``t``'s reward is ``[log B_(t-1) - log B_t] - [log R_(t-1) -
     log R_t] - epoch_cost`` (``B``: the policy's best), a stop after epoch ``t`` pays
     ``log R_T - log R_t`` (the progress the reference still made), and a divergence

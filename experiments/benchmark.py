@@ -43,7 +43,7 @@ from rich.table import Column
 from fitpilot._version import __version__
 from fitpilot.envs.loading import check_spec, resolve_tasks
 from fitpilot.experiments.ray_execute import execute_on_ray
-from fitpilot.experiments.reference import grid_extensions, reference_rates
+from fitpilot.experiments.reference_rate import grid_extensions, reference_rates
 from fitpilot.experiments.report import write_report
 from fitpilot.experiments.settings import (
     MIN_TUNED_GRID,
@@ -248,7 +248,7 @@ def run_benchmark(
     """Run every run of ``settings`` not yet in the store at ``out``; write the report.
 
     First the constant-rate grid (extended at an edge for the tuned reference,
-    :mod:`fitpilot.experiments.reference`), then every strategy from the
+    :mod:`fitpilot.experiments.reference_rate`), then every strategy from the
     reference rate times each starting factor. A :data:`FACTOR_FREE` strategy
     runs once per task and seed; its record is stored for every factor. A run that raises
     is stored as a failed run (its error's first line) and the others go on; with

@@ -126,7 +126,7 @@ def early_stopping(context: RunContext) -> list[Any]:
 
 
 def reduce_lr(context: RunContext) -> list[Any]:
-    from fitpilot.envs.reference_run import reduce_lr_on_plateau
+    from fitpilot.envs.plateau_run import reduce_lr_on_plateau
     from fitpilot.experiments.callbacks import RestoreBestWeights
 
     return [reduce_lr_on_plateau(), RestoreBestWeights("val_loss")]
@@ -135,7 +135,7 @@ def reduce_lr(context: RunContext) -> list[Any]:
 def es_reduce_lr(context: RunContext) -> list[Any]:
     import keras
 
-    from fitpilot.envs.reference_run import reduce_lr_on_plateau
+    from fitpilot.envs.plateau_run import reduce_lr_on_plateau
 
     return [
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=10, restore_best_weights=True),

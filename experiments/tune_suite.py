@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from fitpilot.envs import load_tasks
-from fitpilot.experiments.reference import best_factor
+from fitpilot.experiments.reference_rate import best_factor
 from fitpilot.experiments.settings import (
     MAX_EXTENSION_DECADES,
     ORACLE,

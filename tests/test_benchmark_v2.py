@@ -16,7 +16,7 @@ import pytest
 
 from fitpilot.envs.loading import load_tasks
 from fitpilot.experiments.benchmark import plan_benchmark, run_benchmark
-from fitpilot.experiments.reference import grid_extensions, tuned_rate
+from fitpilot.experiments.reference_rate import grid_extensions, tuned_rate
 from fitpilot.experiments.report import write_report
 from fitpilot.experiments.settings import (
     ORACLE,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -61,8 +62,11 @@ def run(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT,
 
 @pytest.mark.slow
 def test_the_core_install_runs_the_callback_on_jax_alone(tmp_path: Path) -> None:
+    source = tmp_path / "source"  # a copy: setuptools leaves build/ in the tree it builds
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "dist", "runs", "demo", "*.egg-info", "__pycache__"))
     built = run(sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir",
-                str(tmp_path / "dist"), str(ROOT))
+                str(tmp_path / "dist"), str(source))
     assert built.returncode == 0, built.stderr[-3000:]
     (wheel,) = (tmp_path / "dist").glob("fitpilot-*.whl")
     venv.create(tmp_path / "venv", with_pip=True)

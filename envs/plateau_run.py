@@ -1,4 +1,5 @@
-"""The reference run of the relative reward: Keras' ``ReduceLROnPlateau`` on the same cell.
+"""The plateau run, the bar of the relative reward: Keras' ``ReduceLROnPlateau`` on the same
+cell. (Not the benchmark's reference *rate*, the tuned rate: ``experiments/reference_rate.py``.)
 
 With ``reward="relative"`` the environment pays the policy for beating what the
 heuristic a careful user would add does on the same task, seed and starting rate (a
