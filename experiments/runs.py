@@ -324,6 +324,8 @@ class Runner:
 
         metric = _metric_name(task, scores)
         decisions = callbacks[0].decisions_as_dicts() if row.records_decisions else None
+        if row.records_decisions:  # a controller v3 measures the scale first: compute too
+            probe_epochs += callbacks[0].probe_batches / prepared.steps
         return RunRecord(
             task=key.task,
             seed=key.seed,

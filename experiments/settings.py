@@ -157,8 +157,9 @@ class RunRecord:
 
     Losses are floats, ``nan`` where not finite (``null`` in the file).
     ``epochs`` is the number of training epochs run (the length of the
-    trajectories ``lr``, ``val_loss``, ``loss``); ``probe_epochs`` the
-    range test's batches as a fraction of an epoch (``lr_finder`` only).
+    trajectories ``lr``, ``val_loss``, ``loss``); ``probe_epochs`` the batches of a probe
+    before training (the range test of ``lr_finder``, a v3 controller's scale probe) as a
+    fraction of an epoch.
     ``learning_rate`` is the rate training started at; ``decisions`` what the
     learned controller (or a rule that records them) did per epoch; ``warning`` what
     went wrong but did not stop the run (e.g. a range test that fell back to the

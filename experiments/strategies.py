@@ -60,6 +60,10 @@ class RunContext:
 class DecisionSource(Protocol):
     """A callback that records what it decided after each epoch (the report reads it)."""
 
+    @property
+    def probe_batches(self) -> int:
+        """Batches it trained to measure before the first epoch (compute; 0 for none)."""
+
     def decisions_as_dicts(self) -> list[dict[str, Any]]:
         """One dict per epoch: ``epoch``, ``lr_before``, ``action``, ``lr_after``, ..."""
 
