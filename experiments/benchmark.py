@@ -58,7 +58,7 @@ from fitpilot.experiments.settings import (
     parse_strategies,
 )
 from fitpilot.experiments.store import ResultsStore
-from fitpilot.experiments.strategies import is_factor_free, strategy
+from fitpilot.experiments.strategies import is_factor_free, settings_of, strategy
 from fitpilot.experiments.worker import WorkerConfig, init_worker, run_in_process, run_in_worker
 from fitpilot.ray_backend import RayOptions
 from fitpilot.runtime import configure, default_threads
@@ -229,6 +229,7 @@ def plan_benchmark(
         task_source=task_source,
         controller_source=controller if needs_controller else "",
         lr_reference=reference,
+        strategy_settings=settings_of(names),
     )
     return settings, WorkerConfig(task_source, controller_source, digest, threads)
 

@@ -392,6 +392,7 @@ class Settings:
     lr_reference: str = "tuned"
     protocol: int = PROTOCOL
     descriptions: int = DESCRIPTIONS
+    strategy_settings: dict[str, dict[str, Any]] | None = None
     compared: tuple[str, ...] = field(
         default=(
             "protocol",
@@ -403,6 +404,7 @@ class Settings:
             "seeds",
             "oracle_grid",
             "fitpilot_version",
+            "strategy_settings",
         ),
         repr=False,
         compare=False,
@@ -435,6 +437,7 @@ class Settings:
             lr_reference=str(data.get("lr_reference", "tuned" if protocol >= 2 else "default")),
             protocol=protocol,
             descriptions=int(data.get("descriptions", 1)),
+            strategy_settings=data.get("strategy_settings"),
         )
 
     def differences(self, other: Settings) -> list[str]:
@@ -448,6 +451,8 @@ class Settings:
         for name in self.compared:
             mine, theirs = getattr(self, name), getattr(other, name)
             if name == "protocol" and {mine, theirs} <= set(RESUMABLE_PROTOCOLS):
+                continue
+            if name == "strategy_settings" and theirs is None:  # a store before they were kept
                 continue
             if name == "tasks":
                 out += _task_differences(mine, theirs, by_value=other.descriptions >= 2)

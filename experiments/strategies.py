@@ -12,8 +12,8 @@ names before any worker starts. The callback builders import Keras when called.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from fitpilot.errors import FitpilotError
@@ -84,6 +84,9 @@ class Strategy:
             per task and seed, and its record stands for every factor.
         needs_controller: it needs a controller bundle (``--controller``).
         records_decisions: its first callback is a :class:`DecisionSource`.
+        settings: the arguments its callbacks take beyond the protocol's fixed ones (a rule's
+            chosen settings); a results store records them, so that a change is not mixed
+            into older results.
         color, style: matplotlib colour and line style in the plots.
     """
 
@@ -96,6 +99,7 @@ class Strategy:
     factor_free: bool = False
     needs_controller: bool = False
     records_decisions: bool = False
+    settings: Mapping[str, Any] = field(default_factory=dict)
     color: str = "tab:gray"
     style: Any = "-"
 
@@ -217,12 +221,13 @@ STRATEGY_TABLE: dict[str, Strategy] = {row.name: row for row in (
     Strategy(
         "greedy_lr", "GreedyLR (Subramanian et al. 2025, the transformers rule) per epoch on "
         "val_loss: the rate / F after improvements, x F otherwise, with patience; best-weight "
-        "restore", greedy_lr, records_decisions=True, color="tab:olive", style=(0, (4, 1, 1, 1)),
+        "restore", greedy_lr, records_decisions=True, settings=GREEDY_LR, color="tab:olive",
+        style=(0, (4, 1, 1, 1)),
     ),
     Strategy(
         "adalrs", "AdaLRS (Dong et al. 2025) per epoch on val_loss: raise while the fitted "
         "descent slope improves, roll back a failed raise and lower; best-weight restore",
-        adalrs, records_decisions=True, color="tab:pink", style=(0, (2, 1)),
+        adalrs, records_decisions=True, settings=ADALRS, color="tab:pink", style=(0, (2, 1)),
     ),
     Strategy(
         PRODUCT, "the LearnedController from the benchmarked bundle", learned,
@@ -250,6 +255,12 @@ def strategy(name: str) -> Strategy:
             f"unknown strategy {name!r}; valid strategies are {', '.join(strategy_names())}"
         )
     return row
+
+
+def settings_of(names: tuple[str, ...] | list[str]) -> dict[str, dict[str, Any]]:
+    """The chosen settings of the strategies ``names`` that have some (for a store's header)."""
+    rows = [STRATEGY_TABLE[name] for name in names if name in STRATEGY_TABLE]
+    return {row.name: dict(row.settings) for row in rows if row.settings}
 
 
 def is_factor_free(name: str) -> bool:
