@@ -155,10 +155,10 @@ def es_reduce_lr(context: RunContext) -> list[Any]:
 #: 10 with min_lr 1e-3, barely move a rate in 10-100 epochs): chosen on the validation suite
 #: by ``experiments/tune_rules.py`` (experiments/NOTES.md); the clamp is ReduceLROnPlateau's
 #: min_lr and the controller's max_lr.
-GREEDY_LR = {"factor": 0.5, "patience": 1, "min_lr": 1e-5, "max_lr": 10.0}
-#: AdaLRS's settings in the benchmark: its module's defaults, chosen on the validation suite
-#: too (``experiments/tune_rules.py``).
-ADALRS: dict[str, Any] = {}
+GREEDY_LR = {"factor": 0.5, "patience": 2, "min_lr": 1e-5, "max_lr": 10.0}
+#: AdaLRS's settings in the benchmark: its window of 3 epochs and a raise of x3, chosen on the
+#: validation suite too (``experiments/tune_rules.py``).
+ADALRS: dict[str, Any] = {"window": 3, "raise_factor": 3.0}
 
 
 def greedy_lr(context: RunContext) -> list[Any]:
