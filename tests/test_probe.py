@@ -13,9 +13,6 @@
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import keras
@@ -31,6 +28,7 @@ from fitpilot.envs.env import KerasTrainingEnv
 from fitpilot.envs.loading import load_tasks
 from fitpilot.envs.tasks import Split, TaskData, TrainingTask
 from tests.bundles import random_bundle
+from tests.other_backends import OTHER_BACKENDS, run_on_backend
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = "tests.user_tasks:TASKS"
@@ -73,18 +71,9 @@ def test_the_probe_restores_exactly() -> None:
     check_probe_restores_exactly()
 
 
-@pytest.mark.parametrize("backend", ["jax", "torch"])
+@pytest.mark.parametrize("backend", OTHER_BACKENDS)
 def test_the_probe_restores_exactly_on_other_backends(backend: str) -> None:
-    pytest.importorskip(backend)
-    script = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); import keras; "
-              f"assert keras.backend.backend() == {backend!r}; "
-              "from tests.test_probe import check_probe_restores_exactly; "
-              "check_probe_restores_exactly(); print('ok')")
-    env = {**os.environ, "KERAS_BACKEND": backend, "CUDA_VISIBLE_DEVICES": ""}
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            cwd=ROOT, env=env, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip().splitlines()[-1] == "ok"
+    run_on_backend(backend, "tests.test_probe:check_probe_restores_exactly")
 
 
 def test_the_probe_length_is_a_share_of_the_budget() -> None:

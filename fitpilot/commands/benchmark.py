@@ -7,7 +7,6 @@ The protocol is docs/benchmark.md's (v3); the work, checks included, is in
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import Annotated
 
@@ -112,7 +111,7 @@ def benchmark(
         f"store {out / 'runs.jsonl'}",
         err=True,
     )
-    with contextlib.nullcontext() if ray is None else session(ray):
+    with session(ray):
         result = run_benchmark(
             settings,
             config,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import Annotated
 
@@ -126,7 +125,7 @@ def train(
         env=parse_overrides(env or [], "--env"),
     )
     recipe_config.check()  # before a Ray instance starts for it
-    with contextlib.nullcontext() if ray is None else session(ray):
+    with session(ray):
         run_training(
             recipe_config,
             folder,
