@@ -57,7 +57,7 @@ from fitpilot.experiments.settings import (
     parse_lr_reference,
     parse_strategies,
 )
-from fitpilot.experiments.store import ResultsStore
+from fitpilot.experiments.store import ResultsStore, reuse_runs
 from fitpilot.experiments.strategies import is_factor_free, settings_of, strategy
 from fitpilot.experiments.worker import WorkerConfig, init_worker, run_in_process, run_in_worker
 from fitpilot.ray_backend import RayOptions
@@ -245,7 +245,8 @@ def run_benchmark(
     progress: bool = True,
     ray: RayOptions | None = None,
     execute: Execute | None = None,
-) -> Path:
+    reuse: str | Path | None = None,
+) -> BenchmarkResult:
     """Run every run of ``settings`` not yet in the store at ``out``; write the report.
 
     First the constant-rate grid (extended at an edge for the tuned reference,
@@ -257,7 +258,9 @@ def run_benchmark(
 
     With ``ray`` options the runs are Ray tasks (:mod:`fitpilot.experiments.ray_execute`)
     instead of local processes, and ``jobs`` is not used; ``execute`` replaces
-    both (tests). Returns where the report is and which runs failed. Raises
+    both (tests). ``reuse``: the folder of a benchmark of the same tasks, seeds, factors
+    and grid (another controller's): its runs that do not depend on the controller are
+    copied instead of run again. Returns where the report is and which runs failed. Raises
     ``BenchmarkError`` for a store that cannot be used (other settings, or existing
     without ``resume``).
     """
@@ -268,6 +271,8 @@ def run_benchmark(
     ):
         if store.warning:
             echo(store.warning)
+        if reuse is not None:
+            echo(f"reused {reuse_runs(reuse, store, settings)} runs of {reuse}")
         done = sum(key in store.finished for key in planned)
         if resume and store.finished:
             echo(f"resuming: {done} of {len(planned)} runs already in {store.path}")

@@ -73,6 +73,15 @@ def benchmark(
         bool, typer.Option("--force", help="Delete the store in --out first.")
     ] = False,
     jobs: Annotated[int, typer.Option("--jobs", help="Parallel worker processes.")] = 1,
+    reuse: Annotated[
+        Path | None,
+        typer.Option(
+            "--reuse",
+            help="The folder of a benchmark of the same tasks, seeds, factors and grid (of "
+            "another controller): its runs that do not depend on the controller are copied, "
+            "not run again.",
+        ),
+    ] = None,
     backend: Backend = "local",
     ray_address: RayAddress = None,
     worker_cpus: WorkerCpus = None,
@@ -122,6 +131,7 @@ def benchmark(
             echo=lambda line: typer.echo(line, err=True),
             progress=progress,
             ray=ray,
+            reuse=reuse,
         )
     typer.echo(f"report: {result.report}")
     failures = result.failure_line()
