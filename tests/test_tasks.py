@@ -99,7 +99,10 @@ def test_import_path_loads_tasks(name: str, expected: list[str]) -> None:
         ("tests.user_tasks:EMPTY", "empty task list"),
         ("tests.user_tasks:", "write it as package.module:NAME"),
         ("tests/user_tasks.py:TASKS", "is a file name"),
-        ("no_such_suite", "unknown suite 'no_such_suite'; built-in suites are holdout, train"),
+        (
+            "no_such_suite",
+            "unknown suite 'no_such_suite'; built-in suites are holdout, real, train",
+        ),
     ],
 )
 def test_bad_spec_raises_task_error(spec: str, message: str) -> None:
