@@ -105,8 +105,15 @@ def _tabular(
         y = ((y - y[parts[0]].mean()) / y[parts[0]].std()).astype("float32")
     else:
         y = y.astype("int32")
-    return {f"{s}_{k}": v[p] for s, p in zip(SPLITS, parts, strict=True) for k, v in
-            (("x", x), ("y", y))}
+    return _by_split(x, y, parts)
+
+
+def _by_split(x: np.ndarray, y: np.ndarray, parts: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+    """``{train,validation,test}_{x,y}``: the rows ``parts`` (in split order) of ``x`` and ``y``."""
+    arrays = {}
+    for split, rows in zip(SPLITS, parts, strict=True):
+        arrays[f"{split}_x"], arrays[f"{split}_y"] = x[rows], y[rows]
+    return arrays
 
 
 def _windows(
@@ -145,12 +152,7 @@ def mnist_arrays() -> dict[str, np.ndarray]:
 
     x, y = mnist_data()
     x = (x / 255.0).astype("float32").reshape(-1, 28, 28, 1)
-    parts = _shuffled_parts(len(x), (3500, 750, 750))
-    return {
-        f"{s}_{k}": v[p]
-        for s, p in zip(SPLITS, parts, strict=True)
-        for k, v in (("x", x), ("y", y.astype("int32")))
-    }
+    return _by_split(x, y.astype("int32"), _shuffled_parts(len(x), (3500, 750, 750)))
 
 
 def diamonds_arrays() -> dict[str, np.ndarray]:
@@ -192,7 +194,8 @@ def flights_arrays() -> dict[str, np.ndarray]:
     departs = frame["sched_dep_time"] // 100 + frame["sched_dep_time"] % 100 / 60
     arrives = frame["sched_arr_time"] // 100 + frame["sched_arr_time"] % 100 / 60
     weekday = pd.to_datetime(frame[["year", "month", "day"]]).dt.weekday
-    busiest = frame["dest"].value_counts().index[:40].sort_values()
+    counts = frame["dest"].value_counts()
+    busiest = sorted(sorted(counts.index, key=lambda dest: (-counts[dest], dest))[:40])
     numeric = np.column_stack(
         [frame["dep_delay"].clip(-30, 240), np.log(frame["distance"])]
     )
@@ -205,7 +208,7 @@ def flights_arrays() -> dict[str, np.ndarray]:
             _one_hot(weekday, range(7)),
             _one_hot(frame["carrier"], sorted(frame["carrier"].unique())),
             _one_hot(frame["origin"], sorted(frame["origin"].unique())),
-            _one_hot(frame["dest"], list(busiest)),
+            _one_hot(frame["dest"], busiest),
         ]
     )
     y = (frame["arr_delay"] > 15).to_numpy()
@@ -261,11 +264,8 @@ def tweets_arrays() -> dict[str, np.ndarray]:
         max_tokens=VOCABULARY, output_sequence_length=TWEET_TOKENS
     )
     vectorize.adapt(texts[parts[0]], batch_size=1024)
-    arrays = {}
-    for split, rows in zip(SPLITS, parts, strict=True):
-        arrays[f"{split}_x"] = np.asarray(vectorize(texts[rows]), "int32")
-        arrays[f"{split}_y"] = labels[rows]
-    return arrays
+    tokens = np.asarray(vectorize(texts), "int32")
+    return _by_split(tokens, labels, parts)
 
 
 def elecdemand_arrays() -> dict[str, np.ndarray]:

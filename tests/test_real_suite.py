@@ -234,3 +234,18 @@ def test_cli_lists_the_real_suite_in_a_subprocess() -> None:
     result = run_fitpilot("tasks", "--suite", "real", timeout=600)
     assert result.returncode == 0, result.stderr
     assert [line.split()[0] for line in result.stdout.splitlines()] == [t.name for t in TASKS]
+
+
+@pytest.mark.slow
+def test_benchmark_slice_of_one_real_task_and_one_seed(tmp_path: Path) -> None:
+    from fitpilot.experiments.store import read_store
+
+    result = run_fitpilot(
+        "benchmark", "--tasks", "tests.real_tasks:ONE", "--seeds", "1", "--lr-factors", "1",
+        "--strategies", "constant,early_stopping,learned", "--oracle-grid", "0",
+        "--lr-reference", "default", "--out", str(tmp_path), "--no-progress", timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    runs = read_store(tmp_path).runs
+    assert {r.strategy for r in runs} == {"constant", "early_stopping", "learned"}
+    assert all(np.isfinite(r.test_loss) and r.wall_seconds < 60 for r in runs)
