@@ -19,22 +19,14 @@ import functools
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fitpilot.agents.config import WORKER_THREADS, TrainConfig, TrainError
-from fitpilot.runtime import configure, worker_start_method
+from fitpilot.agents.config import TrainConfig, TrainError
+from fitpilot.agents.env_factory import make_env
+from fitpilot.runtime import worker_start_method
 
 if TYPE_CHECKING:
-    import gymnasium
     from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
     from fitpilot.ray_backend import RayOptions
-
-
-def make_env(task_spec: str, config: TrainConfig) -> gymnasium.Env:
-    """One :class:`KerasTrainingEnv`; TensorFlow is configured and imported here, in the caller."""
-    configure(WORKER_THREADS)
-    from fitpilot.envs.env import KerasTrainingEnv  # loads TensorFlow: configured just above
-
-    return KerasTrainingEnv(tasks=task_spec, **config.env.env_kwargs())
 
 
 def make_workers(

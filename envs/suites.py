@@ -9,7 +9,9 @@ every task. ``train`` is the shipped controller's suite and stays as it is;
 batch normalisation, SGD with momentum and AdamW, batch sizes, budgets of
 20 to 100 epochs). ``validation`` uses datasets that neither ``train_v2`` nor
 ``holdout`` uses. Tasks of ``train_v2`` and ``validation`` carry their
-measured ``tuned_learning_rate`` (:data:`TUNED_LEARNING_RATES`).
+measured ``tuned_learning_rate`` (:data:`TUNED_LEARNING_RATES`). The ``real`` suite
+(real data from the ``data`` extra, reported like ``holdout``) lives in
+:mod:`fitpilot.envs.real_suite`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from functools import partial
 
 import numpy as np
 
+from fitpilot.envs.real_suite import real_suite
 from fitpilot.envs.splits import DATA_SEED, split_arrays
 from fitpilot.envs.tasks import Split, TaskData, TrainingTask
 
@@ -607,4 +610,5 @@ SUITES: dict[str, Callable[[], list[TrainingTask]]] = {
     "train_v2": train_v2_suite,
     "validation": validation_suite,
     "holdout": holdout_suite,
+    "real": real_suite,
 }

@@ -11,7 +11,9 @@ from fitpilot.envs.loading import check_spec, resolve_tasks
 from fitpilot.envs.tasks import TrainingTask
 from fitpilot.runtime import configure
 
-SUITE_HELP = "Built-in suite: train or holdout."
+SUITE_HELP = (
+    "Built-in suite: train, train_v2, validation, holdout or real (real needs the data extra)."
+)
 TASKS_HELP = "Import path package.module:NAME of a TrainingTask or a list of them."
 
 
