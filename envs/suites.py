@@ -294,6 +294,12 @@ TUNED_LEARNING_RATES: dict[str, float] = {
     "lines_cnn": 0.004642,
     "sparse_linear_sgd": 0.2154,
     "s_curve_tanh": 0.02154,
+    "delayed_xor_lstm": 0.02154,
+    "stripes_cnn_sgdm": 0.04642,
+    "multilabel_adamw": 0.004642,
+    "low_rank_regression": 0.02154,
+    "waves_conv1d_rmsprop": 0.001,
+    "echo_gru_sgdm": 0.04642,
 }
 
 
