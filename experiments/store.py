@@ -181,7 +181,8 @@ class ResultsStore:
 def reuse_runs(source: str | Path, store: ResultsStore, settings: Settings) -> int:
     """Append to ``store`` (of ``settings``) the finished runs of the store in ``source`` that
     do not depend on the controller: the grid's, and those of every strategy of ``settings``
-    that needs no controller and has the same chosen settings there. The two benchmarks must
+    that needs no controller and has the same chosen settings there (and the controller's
+    own, when both benchmarked the same bundle). The two benchmarks must
     agree on everything else (tasks, seeds, factors, grid, reference, version); runs
     ``store`` has already are kept. Returns the number of runs copied.
     """
@@ -205,8 +206,10 @@ def reuse_runs(source: str | Path, store: ResultsStore, settings: Settings) -> i
         if strategy == ORACLE:
             return True
         row = STRATEGY_TABLE.get(strategy)
-        if row is None or row.needs_controller or strategy not in settings.strategies:
+        if row is None or strategy not in settings.strategies:
             return False
+        if row.needs_controller:
+            return theirs.controller is not None and theirs.controller == settings.controller
         return ((theirs.strategy_settings or {}).get(strategy)
                 == (settings.strategy_settings or {}).get(strategy))
 

@@ -314,3 +314,13 @@ def test_reuse_runs_only_what_depends_on_the_controller(tmp_path: Path) -> None:
     assert {order.key.strategy for order in fake.orders} == {"learned", "greedy_lr"}
     with pytest.raises(BenchmarkError, match="other settings .*seeds: store 2, now 3"):
         _benchmark(tmp_path / "d", settings_for(seeds=3), fake, reuse=tmp_path / "a")
+
+
+def test_reuse_takes_the_controller_runs_of_the_same_bundle(tmp_path: Path) -> None:
+    fake = FakeExecutor(val=_distance(DEFAULT_LR), test=_distance(DEFAULT_LR))
+    same = settings_for(strategies=("constant", "learned"), controller="aaaa")
+    _benchmark(tmp_path / "a", same, fake)
+    fake.orders.clear()
+    _benchmark(tmp_path / "b", settings_for(strategies=("constant", "learned", "cosine"),
+                                            controller="aaaa"), fake, reuse=tmp_path / "a")
+    assert {order.key.strategy for order in fake.orders} == {"cosine"}
