@@ -60,8 +60,12 @@ class KerasTrainingEnv(gymnasium.Env):
     Each episode trains one :class:`~fitpilot.envs.tasks.TrainingTask` (a model, its
     data, optimizer and epoch budget) from fresh seeded weights. ``reset`` trains the
     first epoch; each ``step(action)`` changes the learning rate (or stops) and trains
-    one more epoch. The agent learns when to lower or raise the learning rate and when
-    to stop: the deployed :class:`~fitpilot.controller.callback.LearnedController`
+    one more epoch. With featurizer version 3 (controller v3) ``reset`` runs the scale
+    probe instead (:mod:`~fitpilot.controller.probe`; once per task and seed, cached)
+    and returns the observation before the first epoch; the first step's action is the
+    first decision (keep the start, or a multiple of a probe rate) and trains epoch 1.
+    The agent learns when to lower or raise the learning rate and when to stop: the
+    deployed :class:`~fitpilot.controller.callback.LearnedController`
     sees the same observations and takes the same actions inside a user's ``fit``.
 
     ## Action Space
@@ -76,7 +80,10 @@ class KerasTrainingEnv(gymnasium.Env):
         {v2_actions}
 
     where ``rollback`` puts back the best epoch's weights and optimizer state, then sets
-    the best epoch's rate times ``rollback_factor``.
+    the best epoch's rate times ``rollback_factor``. ``DiscreteActions.v3()`` (version 3)
+    has the same actions, and on the first step the same indices mean its first choices
+
+        {v3_first}
 
     With ``ContinuousActions``: ``Box(-1, 1, (2,), float32)``; stop if ``a[1] > 0``,
     else the rate times ``10 ** (a[0] * max_log10_factor)``.
@@ -87,8 +94,10 @@ class KerasTrainingEnv(gymnasium.Env):
 
     ## Observation Space
 
-    ``Box(-clip, clip, (n,), float32)``, ``n`` = {n_features} (featurizer version 1) or
-    {n_features_v2} (version 2, which adds the weight features), ``clip`` = {clip} by
+    ``Box(-clip, clip, (n,), float32)``, ``n`` = {n_features} (featurizer version 1),
+    {n_features_v2} (version 2, which adds the weight features) or {n_features_v3}
+    (version 3, which adds the rate's position relative to the scale probe's rates),
+    ``clip`` = {clip} by
     default (each feature is clipped to it): features of the epoch logs so far, from
     :class:`~fitpilot.controller.features.Featurizer` (``FEATURE_NAMES`` and
     ``WEIGHT_FEATURE_NAMES``, where each is defined). ``val``/``train``: the
@@ -104,7 +113,10 @@ class KerasTrainingEnv(gymnasium.Env):
     ``epoch_cost`` for every epoch after the first; 0 for the first epoch (``reset``)
     and for ``stop``. Over an episode the rewards add up to ``log(best after epoch 1 /
     best at the end) - epoch_cost * (epochs - 1)``: a good model, paid for with
-    epochs. A divergence gives ``-divergence_penalty``.
+    epochs. A divergence gives ``-divergence_penalty``. With featurizer version 3 the
+    untrained weights' validation loss is the best before epoch 1, so the first step
+    (the first decision and epoch 1) is paid for epoch 1's progress from it. A change
+    of the rate against the direction of the last change costs ``reversal_cost``.
 
     With ``reward="relative"`` the same progress is paid *beyond a reference run*: the
     benchmark's ``ReduceLROnPlateau`` trained on the same task, seed and starting rate
@@ -132,7 +144,11 @@ class KerasTrainingEnv(gymnasium.Env):
     (``task.epochs``) is spent, or on a divergence (``loss`` or ``monitor`` NaN, inf or
     missing). The terminal step restores the best weights and reports the test
     split's metrics in ``info["test"]``. If the first epoch diverges, ``reset``'s info
-    has ``diverged_at_reset`` and the next step ends the episode. After the end,
+    has ``diverged_at_reset`` and the next step ends the episode. With ``restarts`` a NaN
+    or inf before any finite epoch does not end it: as the deployed callback does, the
+    run starts over from its initial weights at a tenth of the rate, as a fresh run of
+    the epochs left, whose first epoch the same step trains (``info["restarted"]``; the
+    step pays ``divergence_penalty``); at most ``restarts`` times. After the end,
     ``step`` raises ``gymnasium.error.ResetNeeded`` until ``reset``.
 
     ## Info
@@ -165,6 +181,11 @@ class KerasTrainingEnv(gymnasium.Env):
         min_lr, max_lr: absolute clamp of the learning rate.
         monitor: the validation key whose best value the reward follows.
         reward: ``"absolute"`` or ``"relative"`` (see Rewards).
+        restarts: restarts after a NaN or inf before any finite epoch (see Episode End).
+        reversal_cost: reward paid per change of the rate against the last change's
+            direction (see Rewards).
+        seed_pool: draw each episode's seed (weights, data order) from this many seeds
+            (0: any); with version 3 each (task, seed)'s probe is then measured once.
 
     ## Example
 
@@ -631,6 +652,7 @@ def _spec_tables() -> dict[str, Any]:
     actions = DiscreteActions()
     effects = [f"lr x {factor:.3g}" for factor in actions.factors] + ["end the episode"]
     v1, v2 = FeaturizerConfig().feature_names, FeaturizerConfig(version=2).feature_names
+    v3 = FeaturizerConfig(version=3).feature_names
     return {
         "env_id": ENV_ID,
         "n_actions": actions.n,
@@ -643,10 +665,15 @@ def _spec_tables() -> dict[str, Any]:
         ),
         "n_features": len(v1),
         "n_features_v2": len(v2),
+        "n_features_v3": len(v3),
+        "v3_first": ", ".join(
+            f"{i} ``{name}``" for i, name in enumerate(DiscreteActions.v3().first_names)
+        ),
         "clip": FeaturizerConfig().clip,
         "observation_table": _table(
             ("Num", "Observation", "Featurizer version"),
-            [(i, name, 1 if name in v1 else 2) for i, name in enumerate(v2)],
+            [(i, name, 1 if name in v1 else 2 if name in v2 else 3)
+             for i, name in enumerate(v3)],
         ),
     }
 
