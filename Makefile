@@ -1,9 +1,12 @@
 # fitpilot: one command each for set-up, tests, lint and the demo.
-#   make setup   create .venv: torch (CPU build) first, then fitpilot with its dev extras
+#   make setup   create .venv: torch (CPU build) first, then fitpilot with every extra (dev)
 #   make test    set-up, then every test (slow ones included)
 #   make lint    ruff
 #   make demo    set-up, then the main job: the pretrained controller against Keras'
 #                heuristics on the holdout suite (3 seeds x lr x0.1, x1, x10), report in demo/
+#   make benchmark-real  set-up, then the published benchmark of the real suite (real data from
+#                the data extra; 3 seeds x lr x0.1, x1, x10, every strategy), report in results-real/;
+#                about an hour on 2 cores; run it again to resume after a kill
 #   make pretrained  set-up, then the shipped controller's recipe: 3 training seeds, each bundle
 #                benchmarked on the validation suite, the one the recipe's rule picks copied
 # Set-up reruns only when pyproject.toml changes (or .venv is removed).
@@ -20,6 +23,8 @@ STATIC := build/static/fitpilot
 # several GB. Installed before the package, it satisfies stable-baselines3's torch requirement.
 TORCH ?= torch==2.13.0
 PYTEST_ARGS ?=
+# dev: tests, lint and every extra (the real suite's data included).
+EXTRAS := dev
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
@@ -32,7 +37,7 @@ define pip_install
 	  || { sed '/^WARNING: Location .* is ignored/d' $(VENV)/pip.log >&2; exit 1; }
 endef
 
-.PHONY: setup test lint demo pretrained
+.PHONY: setup test lint demo benchmark-real pretrained
 
 setup: $(STAMP)
 	@rm -rf $(STATIC) && mkdir -p $(STATIC)
@@ -46,7 +51,7 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(call pip_install,--upgrade pip)
 	$(call pip_install,"$(TORCH)")
-	$(call pip_install,-e ".[dev]")
+	$(call pip_install,-e ".[$(EXTRAS)]")
 	@touch $@
 	@echo "setup: done"
 
@@ -63,6 +68,12 @@ demo: setup
 	$(BIN)/fitpilot benchmark --controller pretrained --suite holdout --seeds 3 \
 	  --lr-factors 0.1,1,10 --oracle-grid 7 --jobs 2 --out $(DEMO_OUT) --force
 	@echo "demo: open $(DEMO_OUT)/report.md"
+
+REAL_OUT ?= results-real
+benchmark-real: setup
+	$(BIN)/fitpilot benchmark --controller pretrained --suite real --seeds 3 \
+	  --lr-factors 0.1,1,10 --oracle-grid 7 --jobs 2 --out $(REAL_OUT) --resume
+	@echo "benchmark-real: open $(REAL_OUT)/report.md"
 
 PRETRAINED_RUN ?= runs/pretrained
 pretrained: setup

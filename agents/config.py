@@ -43,14 +43,15 @@ from fitpilot.envs import (
     DEFAULT_LR_FACTOR_RANGE,
     DEFAULT_REWARD,
     DEFAULT_TUNED_FRACTION,
-    REWARDS,
 )
-from fitpilot.envs.tasks import LR_DISTRIBUTIONS
+from fitpilot.envs.settings import EnvError, check_env_settings
 from fitpilot.errors import FitpilotError
 
 ALGORITHMS = ("ppo", "a2c", "dqn")
 # How the environments run: a process each, all in this process, or batched copies of a task.
 VEC_ENVS = ("subproc", "dummy", "batched")
+# Where they run: here (processes of this machine), or as Ray actors.
+BACKENDS = ("local", "ray")
 # What `vec='batched'` does with the episodes running when a lane's turn on a task ends.
 TASK_SWITCHES = ("cut", "pause")
 # TensorFlow threads of each environment process (or of the process holding batched copies).
@@ -105,7 +106,15 @@ class EnvSettings:
         actions: the action scheme without its version, e.g.
             ``{"kind": "discrete", "factors": [0.333, 1, 3]}`` or
             ``{"kind": "continuous", "max_log10_factor": 0.5}``.
-        featurizer: :class:`FeaturizerConfig` fields (``version`` only when it is not 1).
+        featurizer: :class:`FeaturizerConfig` fields (``version`` only when it is not 1;
+            version 3, controller v3, measures the scale first: it takes an action scheme
+            with ``first`` choices, and its ``probe`` settings).
+        restarts: a NaN or inf before any finite epoch restarts the run at a tenth of the
+            rate, at most this many times, as the deployed callback does (0: the episode ends).
+        reversal_cost: reward paid when the rate changes direction (a raise after a cut, or
+            the reverse): a saw-tooth rate path costs.
+        seed_pool: episodes draw their seed (initial weights, data order) from this many
+            seeds (0: any): version 3 then measures each (task, seed)'s scale probe once.
         frame_stack: observations stacked, oldest first (1 = the current one only).
         norm_reward: scale rewards by a running return std (VecNormalize).
         clip_obs: normalised observations are clipped to ``[-clip_obs, clip_obs]``.
@@ -121,6 +130,9 @@ class EnvSettings:
     max_lr: float = DEFAULT_MAX_LR
     actions: dict[str, Any] = field(default_factory=lambda: {"kind": "discrete"})
     featurizer: dict[str, Any] = field(default_factory=dict)
+    restarts: int = 0
+    reversal_cost: float = 0.0
+    seed_pool: int = 0
     frame_stack: int = 2
     norm_reward: bool = True
     clip_obs: float = 10.0
@@ -164,6 +176,9 @@ class EnvSettings:
             "divergence_penalty": self.divergence_penalty,
             "min_lr": self.min_lr,
             "max_lr": self.max_lr,
+            "restarts": int(self.restarts),
+            "reversal_cost": float(self.reversal_cost),
+            "seed_pool": int(self.seed_pool),
         }
 
     def check(self) -> None:
@@ -172,27 +187,24 @@ class EnvSettings:
         self.featurizer_config()
         if int(self.frame_stack) < 1:
             raise TrainError(f"env.frame_stack must be >= 1, got {self.frame_stack}")
-        low, high = self.lr_factor_range
-        if not 0 < low <= high:
-            raise TrainError(
-                f"env.lr_factor_range must be [low, high] with 0 < low <= high, "
-                f"got {list(self.lr_factor_range)}"
+        try:
+            check_env_settings(
+                lr_factor_range=tuple(self.lr_factor_range),
+                lr_distribution=self.lr_distribution, tuned_fraction=self.tuned_fraction,
+                reward=self.reward, restarts=self.restarts, reversal_cost=self.reversal_cost,
+                seed_pool=self.seed_pool, uses_probe=self.featurizer_config().uses_probe,
+                has_first_decision=bool(getattr(self.action_scheme(), "first", ())),
             )
-        if self.lr_distribution not in LR_DISTRIBUTIONS:
-            raise TrainError(
-                f"env.lr_distribution must be one of {', '.join(LR_DISTRIBUTIONS)}, "
-                f"got {self.lr_distribution!r}"
-            )
-        if not 0 <= self.tuned_fraction <= 1:
-            raise TrainError(f"env.tuned_fraction must be in [0, 1], got {self.tuned_fraction}")
-        if self.reward not in REWARDS:
-            raise TrainError(f"env.reward must be one of {', '.join(REWARDS)}, got {self.reward!r}")
+        except EnvError as exc:
+            raise TrainError(f"env.{exc}") from None
 
     def batched_obstacles(self) -> list[str]:
         """The settings that need single-run environments (``vec`` subproc or dummy)."""
         obstacles = []
         if self.reward == "relative":
             obstacles.append("env.reward 'relative' (reference runs)")
+        if self.featurizer_config().uses_probe:
+            obstacles.append("env.featurizer version 3 (the scale probe)")
         return obstacles
 
 
@@ -224,6 +236,7 @@ class TrainConfig:
     n_envs: int = 2
     vec: str = "subproc"
     processes: int = 1
+    backend: str = "local"
     lanes: int = 1
     turn_budgets: float = 4.0
     task_switch: str = "cut"
@@ -302,6 +315,14 @@ class TrainConfig:
             raise TrainError("give `suite` or `tasks`, not both")
         if self.vec not in VEC_ENVS:
             raise TrainError(f"unknown `vec` {self.vec!r}; use one of {', '.join(VEC_ENVS)}")
+        if self.backend not in BACKENDS:
+            raise TrainError(f"unknown `backend` {self.backend!r}; use one of "
+                             f"{', '.join(BACKENDS)}")
+        if self.backend == "ray" and self.vec != "subproc":
+            raise TrainError(
+                f"`vec` {self.vec} is for the local backend: with `backend` ray each "
+                f"environment is a Ray actor; drop `vec` (or vec: from the recipe)"
+            )
         for name in ("timesteps", "n_envs", "checkpoint_every"):
             if int(getattr(self, name)) < 1:
                 raise TrainError(f"`{name}` must be >= 1, got {getattr(self, name)}")

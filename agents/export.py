@@ -20,7 +20,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from gymnasium import spaces
 
 from fitpilot.agents.config import TrainError
 from fitpilot.controller.bundle import Bundle
@@ -43,7 +42,9 @@ class ExportError(TrainError):
 
 def export_policy(policy: BasePolicy) -> MLPPolicy:
     """The numpy twin of an SB3 policy: same deterministic action for the same input."""
-    # SB3 (and TensorFlow, through tensorboard) load when a bundle is exported, after configure.
+    # SB3 (and TensorFlow, through tensorboard) load when a bundle is exported, after configure;
+    # gymnasium too (the command line loads this module in a benchmark-only install).
+    from gymnasium import spaces
     from stable_baselines3.common.policies import ActorCriticPolicy
     from stable_baselines3.common.torch_layers import MlpExtractor
     from stable_baselines3.dqn.policies import DQNPolicy

@@ -40,8 +40,8 @@ from stable_baselines3.common.vec_env.base_vec_env import (
 )
 
 from fitpilot.agents.config import TrainConfig
+from fitpilot.agents.env_factory import make_env
 from fitpilot.agents.ray_actor import EnvActor
-from fitpilot.agents.vecenv import make_env
 from fitpilot.ray_backend import (
     RayBackendError,
     RayOptions,

@@ -17,6 +17,7 @@ A run lives in one folder::
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import re
@@ -25,7 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -47,6 +48,9 @@ from fitpilot.envs.loading import check_spec, load_tasks
 from fitpilot.errors import first_line
 from fitpilot.jsonable import jsonable
 from fitpilot.runtime import configure
+
+if TYPE_CHECKING:
+    from fitpilot.ray_backend import RayOptions
 
 CHECKPOINT_PREFIX = "rl_model"
 _CHECKPOINT = re.compile(rf"{CHECKPOINT_PREFIX}_(\d+)_steps\.zip$")
@@ -165,15 +169,15 @@ def train(
     force: bool = False,
     progress: bool = False,
     echo: Callable[[str], None] = lambda message: None,
+    ray: RayOptions | None = None,
     workers: Callable[[TrainConfig], Any] | None = None,
 ) -> dict[str, Any]:
     """Train (or continue training) an agent in ``out``; return the summary written there.
 
-    ``workers`` makes the monitored environments from the recipe (default:
-    :func:`fitpilot.agents.vecenv.make_workers`; the Ray backend passes
-    :func:`fitpilot.agents.ray_vecenv.make_ray_workers`). The tasks, those from an
-    import path checked first (each model built and run on two rows of its data),
-    load before anything is written.
+    The environments are :func:`fitpilot.agents.vecenv.make_workers`' (``ray``: the Ray
+    options, with ``config.backend`` ray); ``workers`` replaces that factory (tests).
+    The tasks, those from an import path checked first (each model built and run on two
+    rows of its data), load before anything is written.
     """
     config.check()
     folder = RunFolder(out)
@@ -192,7 +196,8 @@ def train(
     checkpoint = folder.latest_checkpoint() if resume else None
     if force:
         folder.clear()
-    session = _Session(config, folder, checkpoint, workers)
+    session = _Session(config, folder, checkpoint,
+                       workers or functools.partial(make_workers, ray=ray))
     try:
         session.start()
         folder.write_config(config)  # only now: a recipe that cannot start leaves no run behind
@@ -214,7 +219,7 @@ class _Session:
         config: TrainConfig,
         folder: RunFolder,
         checkpoint: Checkpoint | None,
-        workers: Callable[[TrainConfig], Any] | None = None,
+        workers: Callable[[TrainConfig], Any],
     ):
         self.config, self.folder, self.checkpoint = config, folder, checkpoint
         self.workers = workers
@@ -224,7 +229,7 @@ class _Session:
 
     def start(self) -> None:
         """Start the environments and build (or load) the model."""
-        self.venv = self._wrapped((self.workers or make_workers)(self.config))
+        self.venv = self._wrapped(self.workers(self.config))
         self.model = self._model()
         if self.model.num_timesteps >= self.config.timesteps:
             raise TrainError(
@@ -342,6 +347,9 @@ class _Session:
         }
         if config.env.reward != DEFAULT_REWARD:  # absolute-reward bundles keep their manifest
             metadata["reward"] = config.env.reward
+        for name in ("restarts", "reversal_cost"):  # said only when set: v2 manifests unchanged
+            if getattr(config.env, name):
+                metadata[name] = getattr(config.env, name)
         return export_bundle(model, config.env, metadata)
 
     def save(self) -> None:

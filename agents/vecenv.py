@@ -20,31 +20,37 @@ import functools
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fitpilot.agents.config import WORKER_THREADS, TrainConfig, TrainError
-from fitpilot.runtime import configure, worker_start_method
+from fitpilot.agents.config import TrainConfig, TrainError
+from fitpilot.agents.env_factory import make_env
+from fitpilot.runtime import worker_start_method
 
 if TYPE_CHECKING:
-    import gymnasium
     from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
-
-def make_env(task_spec: str, config: TrainConfig) -> gymnasium.Env:
-    """One :class:`KerasTrainingEnv`; TensorFlow is configured and imported here, in the caller."""
-    configure(WORKER_THREADS)
-    from fitpilot.envs.env import KerasTrainingEnv  # loads TensorFlow: configured just above
-
-    return KerasTrainingEnv(tasks=task_spec, **config.env.env_kwargs())
+    from fitpilot.ray_backend import RayOptions
 
 
-def make_workers(config: TrainConfig, n_envs: int | None = None) -> VecEnv:
-    """``n_envs`` monitored environments, as ``config.vec`` says.
+def make_workers(
+    config: TrainConfig, n_envs: int | None = None, ray: RayOptions | None = None
+) -> VecEnv:
+    """``n_envs`` monitored environments: the one place that decides how they run.
 
-    ``subproc``: in this process if 1, else one subprocess each; ``dummy``: all in this
-    process; ``batched``: a :class:`~fitpilot.agents.batched_vecenv.BatchedVecEnv`.
+    ``config.backend`` ``ray``: one Ray actor each (:mod:`~fitpilot.agents.ray_vecenv`, with
+    the ``ray`` options). Else as ``config.vec`` says: ``subproc``, in this process if 1,
+    else one subprocess each; ``dummy``, all in this process; ``batched``, a
+    :class:`~fitpilot.agents.batched_vecenv.BatchedVecEnv` in this process, or its copies
+    split into ``config.processes`` worker processes (``ProcessGroupsVecEnv``).
+    ``TrainConfig.check`` refuses the combinations that cannot run.
     """
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecMonitor
 
     n_envs = n_envs or config.n_envs
+    if config.backend == "ray":
+        if ray is None:
+            raise TrainError("`backend` ray needs the Ray options (address, CPUs per worker)")
+        from fitpilot.agents.ray_vecenv import make_ray_workers  # the optional extra, Ray
+
+        return make_ray_workers(config, ray, n_envs)
     if config.vec == "batched":
         # imports the envs, hence TensorFlow: configured there first
         from fitpilot.agents.batched_vecenv import make_batched_workers

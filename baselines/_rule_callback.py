@@ -114,6 +114,11 @@ class RuleCallback(keras.callbacks.Callback):
         logs["lr"] = lr_after
         self.decisions.append(DecisionRecord(epoch + 1, value, lr_before, action, lr_after, False))
 
+    @property
+    def probe_batches(self) -> int:
+        """Batches trained before the first epoch: none (a rule only reads the epochs)."""
+        return 0
+
     def decisions_as_dicts(self) -> list[dict[str, Any]]:
         """:attr:`decisions` as plain dicts (epoch, monitor, lr_before, action, lr_after, ...)."""
         return [dataclasses.asdict(record) for record in self.decisions]

@@ -84,11 +84,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import keras
 import numpy as np
 
 from fitpilot.baselines._rule_callback import RuleCallback, check_common, is_integer, is_real
 from fitpilot.controller.actions import set_learning_rate
+from fitpilot.controller.state import Snapshot
 from fitpilot.errors import FitpilotError
 
 #: A raise must land below the lowest failed rate by this relative margin (float32 rounding).
@@ -108,20 +108,6 @@ def descent_velocity(values: list[float], mode: str = "min") -> float:
     x = np.arange(len(y), dtype=np.float64) - (len(y) - 1) / 2
     slope = float(np.dot(x, y - y.mean()) / np.dot(x, x))
     return -slope if mode == "min" else slope
-
-
-class _Snapshot:
-    """Host copies of the model's variables and the optimizer's state but its learning rate."""
-
-    def __init__(self, model: keras.Model) -> None:
-        rate = model.optimizer.learning_rate
-        state = [v for v in model.optimizer.variables if v is not rate]
-        self._copies = [(v, np.array(keras.ops.convert_to_numpy(v)))
-                        for v in [*model.variables, *state]]
-
-    def restore(self) -> None:
-        for variable, value in self._copies:
-            variable.assign(value)
 
 
 class AdaLRS(RuleCallback):
@@ -176,7 +162,7 @@ class AdaLRS(RuleCallback):
 
     def _start(self) -> None:
         self._points: list[float] = []  # monitored values at the current rate, oldest first
-        self._snapshot: _Snapshot | None = None  # set while a trial is on
+        self._snapshot: Snapshot | None = None  # set while a trial is on
         self._velocity_before = math.nan
         self._lr_before = math.nan
         self._ceiling = math.inf  # the lowest rate whose trial failed
@@ -225,7 +211,7 @@ class AdaLRS(RuleCallback):
         if not lr < new_lr < self._ceiling * (1 - CEILING_MARGIN) or new_lr < self.min_lr:
             return False
         self._velocity_before = descent_velocity(self._points[-self.window:], self.mode)
-        self._snapshot = _Snapshot(self.model)
+        self._snapshot = Snapshot(self.model)
         self._lr_before = lr
         self._points = self._points[-1:]  # the value at the raise opens the next window
         self._set(new_lr)

@@ -26,14 +26,17 @@ at commit 0a049e8: ``LRFinder``, ``valley``, ``Learner.lr_find``;
 :func:`find_learning_rate` runs the batches itself with ``model.train_on_batch``,
 so it works whatever ``steps_per_execution`` the model was compiled with;
 :class:`LRFinder` does the same test as a callback inside a user's own ``model.fit``.
+The ramp, its exact restore and the valley rule are the controller's
+(:mod:`fitpilot.controller.ramp`), which its scale probe shares.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import numbers
 import operator
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,16 +49,18 @@ from fitpilot.controller.actions import (
     check_settable_learning_rate,
     set_learning_rate,
 )
+from fitpilot.controller.ramp import (
+    DROP_LAST,
+    MIN_BATCHES,
+    RateRamp,
+    run_ramp,
+    suggest,
+)
+from fitpilot.controller.state import Snapshot
 from fitpilot.errors import FitpilotError
 
-#: fastai's minimum number of ramp batches (LRFinder raises smaller ``num_it`` to 6):
-#: the valley rule drops the last 5 points.
-MIN_BATCHES = 6
-#: Points dropped from the end of the curve before the valley rule (fastai's ``[:-5]``).
-DROP_LAST = 5
 
-
-class LRFinderError(FitpilotError):
+class LRFinderError(FitpilotError, ValueError):
     """Settings, a model or data that the learning-rate range test cannot work with."""
 
 
@@ -108,109 +113,17 @@ class LRFinderResult:
         return path
 
 
-def valley_index(losses: Sequence[float]) -> int:
-    """fastai's ``valley`` rule: the index into ``losses`` of the suggested point.
-
-    Finds the longest strictly decreasing subsequence of ``losses`` (the first
-    one to reach the greatest length), takes its extent from ``end - length``
-    (fastai's ``max_start``, which may be one before the first point) to
-    ``end``, and returns ``start + int(extent / 3) + int(extent / 6)``, about 45%
-    of the way. When no point is lower than an earlier one, fastai's start and
-    end stay at 0, and so does the index. Faithful to fastai down to a quirk: the
-    result is a Python index, ``-1`` (the last point) when the curve falls only
-    over its first two points. ``losses`` must not be empty.
-    """
-    n = len(losses)
-    if n == 0:
-        raise LRFinderError("the valley rule needs at least one loss value")
-    lengths = [1] * n  # longest strictly decreasing subsequence ending at i
-    for i in range(1, n):
-        lengths[i] = 1 + max((lengths[j] for j in range(i) if losses[i] < losses[j]), default=0)
-    end = lengths.index(max(lengths))
-    # fastai moves (start, end) off (0, 0) only when a longer subsequence shows up.
-    start = end - lengths[end] if end else 0
-    sections = (end - start) / 3
-    return start + int(sections) + int(sections / 2)
-
-
-def suggest(
-    learning_rates: Sequence[float], losses: Sequence[float], max_batches: int
-) -> tuple[float | None, str | None]:
-    """The valley suggestion on a recorded curve, as fastai's ``lr_find`` computes it.
-
-    Drops the first ``max_batches // 10`` points and the last 5, cuts the rest at
-    its first non-finite loss, and applies :func:`valley_index`. Returns
-    ``(suggestion, warning)``; the suggestion is ``None`` when nothing is left.
-    """
-    lrs = list(learning_rates)[max_batches // 10 : -DROP_LAST]
-    curve = list(losses)[max_batches // 10 : -DROP_LAST]
-    bad = [i for i, loss in enumerate(curve) if not math.isfinite(loss)]
-    if bad:
-        lrs, curve = lrs[: bad[0]], curve[: bad[0]]
-    if not losses:
-        return None, "no batch was run; no suggestion"
-    if not math.isfinite(losses[0]):
-        return None, (
-            f"the loss was not finite from the first batch (learning rate {learning_rates[0]:.3g}):"
-            " the model or the data give NaN/inf whatever the rate; no suggestion"
-        )
-    if not curve:
-        return None, (
-            f"the smoothed loss diverged after {len(losses)} batches, at learning rate "
-            f"{learning_rates[-1]:.3g}, too early for the valley rule (it skips the first "
-            f"{max_batches // 10} and the last {DROP_LAST} points); lower `start_lr`"
-        )
-    index = valley_index(curve)
-    warning = None
-    if all(curve[i] >= curve[i - 1] for i in range(1, len(curve))):
-        warning = (
-            "the smoothed loss never decreased during the ramp, so the valley rule fell back "
-            "to the smallest rate it kept; raise `end_lr` or check the model and data"
-        )
-    return float(lrs[index]), warning
-
-
-class _RangeTest:
-    """The ramp, the smoothing and the stop rule of one range test (fastai's LRFinder)."""
-
-    def __init__(
-        self, start_lr: float, end_lr: float, max_batches: int, beta: float, divergence: float
-    ) -> None:
-        self.start_lr, self.end_lr = start_lr, end_lr
-        self.max_batches, self.beta, self.divergence = max_batches, beta, divergence
-        self.learning_rates: list[float] = []
-        self.losses: list[float] = []
-        self.raw_losses: list[float] = []
-        self._average = 0.0
-        self._best = math.inf
-
-    def learning_rate(self) -> float:
-        """The rate of the next batch: ``start * (end / start) ** (t / max_batches)``."""
-        t = len(self.learning_rates)
-        return self.start_lr * (self.end_lr / self.start_lr) ** (t / self.max_batches)
-
-    def record(self, learning_rate: float, loss: float) -> bool:
-        """Add one batch's rate and loss; ``True`` when the test must stop."""
-        self.learning_rates.append(float(learning_rate))
-        self.raw_losses.append(float(loss))
-        self._average = self.beta * self._average + (1 - self.beta) * float(loss)
-        smoothed = self._average / (1 - self.beta ** len(self.raw_losses))
-        self.losses.append(smoothed)
-        if not math.isfinite(smoothed):
-            return True
-        self._best = min(self._best, smoothed)
-        return smoothed > self.divergence * self._best or len(self.losses) >= self.max_batches
-
-    def result(self) -> LRFinderResult:
-        suggestion, warning = suggest(self.learning_rates, self.losses, self.max_batches)
-        return LRFinderResult(
-            suggestion=suggestion,
-            batches=len(self.losses),
-            learning_rates=self.learning_rates,
-            losses=self.losses,
-            raw_losses=self.raw_losses,
-            warning=warning,
-        )
+def _result(ramp: RateRamp) -> LRFinderResult:
+    """The range test's result from its ramp's record (fastai's valley suggestion)."""
+    suggestion, warning = suggest(ramp.learning_rates, ramp.losses, ramp.max_batches)
+    return LRFinderResult(
+        suggestion=suggestion,
+        batches=len(ramp.losses),
+        learning_rates=ramp.learning_rates,
+        losses=ramp.losses,
+        raw_losses=ramp.raw_losses,
+        warning=warning,
+    )
 
 
 def _check_settings(
@@ -246,23 +159,6 @@ def _check_model(model: Any) -> None:
         raise LRFinderError(str(exc)) from None
 
 
-class _State:
-    """Copies of a model's variables and its optimizer's, put back by :meth:`restore`."""
-
-    def __init__(self, model: keras.Model) -> None:
-        optimizer = model.optimizer
-        if not optimizer.built:
-            optimizer.build(model.trainable_variables)
-        self._copies = [
-            (v, np.array(keras.ops.convert_to_numpy(v)))
-            for v in [*model.variables, *optimizer.variables]
-        ]
-
-    def restore(self) -> None:
-        for variable, value in self._copies:
-            variable.assign(value)
-
-
 class LRFinder(keras.callbacks.Callback):
     """The range test as a callback for a user's own ``model.fit`` (fastai's ``LRFinder``).
 
@@ -293,8 +189,8 @@ class LRFinder(keras.callbacks.Callback):
         _check_settings(start_lr, end_lr, max_batches, beta, divergence)
         self.settings = (start_lr, end_lr, max_batches, beta, divergence)
         self.result: LRFinderResult | None = None
-        self._test: _RangeTest | None = None
-        self._state: _State | None = None
+        self._test: RateRamp | None = None
+        self._state: Snapshot | None = None
         self._learning_rate = 0.0
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
@@ -304,8 +200,8 @@ class LRFinder(keras.callbacks.Callback):
                 "LRFinder must see every batch: compile the model with steps_per_execution=1, "
                 "or use find_learning_rate(model, x, y), which works with any"
             )
-        self._state = _State(self.model)
-        self._test = _RangeTest(*self.settings)
+        self._state = Snapshot(self.model, learning_rate=True)
+        self._test = RateRamp(*self.settings)
         self.result = None
 
     def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
@@ -321,7 +217,7 @@ class LRFinder(keras.callbacks.Callback):
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         self._state.restore()
         self.model.reset_metrics()
-        self.result = self._test.result()
+        self.result = _result(self._test)
 
 
 def find_learning_rate(
@@ -379,21 +275,9 @@ def find_learning_rate(
         raise LRFinderError("`x` gave no batch: the range test needs training data")
     if not model.built:
         model(first[0])
-    state = _State(model)
-    test = _RangeTest(start_lr, end_lr, max_batches, beta, divergence)
-    batch = first
-    try:
-        while batch is not None:
-            learning_rate = test.learning_rate()
-            set_learning_rate(model.optimizer, learning_rate)
-            logs = model.train_on_batch(*batch, return_dict=True)
-            if test.record(learning_rate, float(logs["loss"])):
-                break
-            batch = next(batches, None)
-    finally:
-        state.restore()
-        model.reset_metrics()
-    result = test.result()
+    test = RateRamp(start_lr, end_lr, max_batches, beta, divergence)
+    run_ramp(model, itertools.chain([first], batches), test)
+    result = _result(test)
     if verbose:
         print(
             f"lr range test: {result.batches} batches, learning rate {test.start_lr:.3g} to "

@@ -39,9 +39,10 @@ import keras
 from keras import ops
 
 from fitpilot.errors import FitpilotError
+from fitpilot.keras_internals import uses_weight_decay, variable_index
 
 
-class ProdigyError(FitpilotError):
+class ProdigyError(FitpilotError, ValueError):
     """A Prodigy setting out of its range."""
 
 
@@ -142,6 +143,10 @@ class Prodigy(keras.optimizers.Optimizer):
         self._exp_avg_sq = self.add_optimizer_variables(var_list, "exp_avg_sq")
         self._exp_avg = self.add_optimizer_variables(var_list, "exp_avg") if self.beta_1 else []
 
+    # The two private hooks below are how Keras writes a whole-step optimizer itself
+    # (keras/src/optimizers/nadam.py overrides _backend_update_step); they are listed in
+    # fitpilot.keras_internals.OPTIMIZER_HOOKS, whose check() tells when a release drops them.
+
     def _apply_weight_decay(self, variables: list[keras.Variable]) -> None:
         """Nothing: the decay is part of :meth:`_backend_update_step`, as in the reference."""
 
@@ -175,11 +180,11 @@ class Prodigy(keras.optimizers.Optimizer):
         d_denom = ops.zeros((), "float32")
         steps = []  # per variable: (variable, its value, gradient, exp_avg_sq, exp_avg, decays)
         for grad, variable in zip(grads, trainable_variables, strict=True):
-            index = self._get_variable_index(variable)
+            index = variable_index(self, variable)
             dtype = variable.dtype
             value = variable.value
             grad = ops.cast(_dense(grad), dtype)
-            decays = decay != 0 and self._use_weight_decay(variable)
+            decays = decay != 0 and uses_weight_decay(self, variable)
             if decays and not self.decouple:
                 grad = grad + decay * value
             p0 = ops.where(first, value, self._p0[index].value)

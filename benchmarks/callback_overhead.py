@@ -133,7 +133,7 @@ def main() -> None:
 
     from fitpilot.controller.actions import get_learning_rate, set_learning_rate
     from fitpilot.controller.callback import LearnedController, _copy_values, _optimizer_state
-    from fitpilot.envs.runner import ModelResetter
+    from fitpilot.envs.model_state import ModelResetter
 
     class TimedController(LearnedController):
         """Records the wall and CPU seconds spent in its per-epoch hook."""

@@ -97,6 +97,8 @@ def measure(config: Any, timesteps: int) -> dict[str, Any]:
     return {
         "vec": config.vec,
         "n_envs": config.n_envs,
+        "tasks": config.task_spec,
+        "lanes": config.lanes,
         "steps": steps,
         "start_s": start_seconds,
         "warmup_s": warmup_seconds,
@@ -174,13 +176,17 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    print(f"PPO, {args.timesteps} steps; {os.cpu_count()} cores, "
-          f"load average {os.getloadavg()[0]:.1f} at start")
-    print(f"{'vec':>8} {'envs':>4} {'start s':>8} {'warm-up s':>9} {'steps':>6} {'wall s':>7} "
-          f"{'steps/s':>8} {'rollout s':>9} {'learn s':>8} {'main cpu s':>10} "
-          f"{'worker cpu s':>13} {'idle est.':>9} {'peak RSS MB':>11} {'workers MB':>11} "
-          f"{'PSS MB':>7} {'load':>5} {'epoch s':>8} {'other s':>8} {'calls/step':>10} "
-          f"{'lockstep idle':>13}")
+    print(
+        f"PPO, {args.timesteps} steps; {os.cpu_count()} cores, "
+        f"load average {os.getloadavg()[0]:.1f} at start"
+    )
+    print(
+        f"{'vec':>8} {'envs':>4} {'start s':>8} {'warm-up s':>9} {'steps':>6} {'wall s':>7} "
+        f"{'steps/s':>8} {'rollout s':>9} {'learn s':>8} {'main cpu s':>10} "
+        f"{'worker cpu s':>13} {'idle est.':>9} {'peak RSS MB':>11} {'workers MB':>11} "
+        f"{'PSS MB':>7} {'load':>5} {'epoch s':>8} {'other s':>8} {'calls/step':>10} "
+        f"{'lockstep idle':>13}"
+    )
     common = {"suite": args.suite, "seed": args.seed, "eval_every": 0}
     configs = []
     if args.baseline_config:
@@ -192,8 +198,7 @@ def main() -> None:
     else:
         processes = args.processes if args.vec == "batched" else 1
         configs += [
-            recipe(None, **common, n_envs=n, vec=args.vec, processes=processes)
-            for n in args.n_envs
+            recipe(None, **common, n_envs=n, vec=args.vec, processes=processes) for n in args.n_envs
         ]
     results = []
     for config in configs:
@@ -204,20 +209,28 @@ def main() -> None:
         lanes = (
             f"{r['epoch_s']:>8.1f} {r['other_s']:>8.1f} {r['calls_per_step']:>10.2f} "
             f"{'/'.join(f'{i:.0%}' for i in r['lockstep_idle']) or '-':>13}"
-            if "epoch_s" in r else f"{'-':>8} {'-':>8} {'-':>10} {'-':>13}"
+            if "epoch_s" in r
+            else f"{'-':>8} {'-':>8} {'-':>10} {'-':>13}"
         )
-        print(f"{r['vec']:>8} {r['n_envs']:>4} {r['start_s']:>8.1f} {r['warmup_s']:>9.1f} "
-              f"{r['steps']:>6} {r['wall_s']:>7.1f} {r['steps_per_s']:>8.1f} "
-              f"{r['rollout_s']:>9.1f} {r['learn_s']:>8.1f} {r['main_cpu_s']:>10.1f} "
-              f"{workers:>13} {r['idle_estimate']:>9.0f} {r['peak_rss_mb']:>11.0f} "
-              f"{workers_mb:>11} {r['pss_mb']:>7.0f} {r['load']:>5.1f} {lanes}", flush=True)
+        print(
+            f"{r['vec']:>8} {r['n_envs']:>4} {r['start_s']:>8.1f} {r['warmup_s']:>9.1f} "
+            f"{r['steps']:>6} {r['wall_s']:>7.1f} {r['steps_per_s']:>8.1f} "
+            f"{r['rollout_s']:>9.1f} {r['learn_s']:>8.1f} {r['main_cpu_s']:>10.1f} "
+            f"{workers:>13} {r['idle_estimate']:>9.0f} {r['peak_rss_mb']:>11.0f} "
+            f"{workers_mb:>11} {r['pss_mb']:>7.0f} {r['load']:>5.1f} {lanes}",
+            flush=True,
+        )
     last = results[-1]
     if len(configs) > 1 and (args.baseline or args.baseline_config):
         ratio = last["steps_per_s"] / results[0]["steps_per_s"]
         base = args.baseline_config or f"subproc with {args.baseline} envs"
         print(f"ratio {ratio:.2f}x {base} (same run)")
     print(f"load average {os.getloadavg()[0]:.1f} at the end")
-    print(f"{last['steps_per_s']:.1f} env steps/s ({last['vec']}, {last['n_envs']} envs)")
+    lanes = f", {last['lanes']} lanes" if last["lanes"] > 1 else ""
+    print(
+        f"{last['steps_per_s']:.1f} env steps/s ({last['vec']}, {last['n_envs']} envs{lanes}, "
+        f"{last['tasks']})"
+    )
 
 
 if __name__ == "__main__":

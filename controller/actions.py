@@ -8,6 +8,11 @@ Version 2 adds a rollback action to the discrete scheme (:meth:`DiscreteActions.
 x1/2, x1, x1.5, x2, stop, rollback): put back the best epoch's weights and optimizer
 state, then set the rate to the best epoch's times ``rollback_factor``. A scheme
 without rollback is version 1 and serialises exactly as before.
+
+Version 3 adds a first decision, taken once before the first epoch on the scale probe's
+observation (controller v3): keep the rate the run starts with, or set it to a multiple of
+one of the probe's rates (:data:`ANCHORS`). The same action indices mean the first choices
+then, the per-epoch actions afterwards (:meth:`DiscreteActions.decode`, ``first=True``).
 """
 
 from __future__ import annotations
@@ -25,11 +30,14 @@ if TYPE_CHECKING:
     import gymnasium
 
 #: The newest action-scheme version (a scheme without rollback still writes version 1).
-ACTIONS_VERSION = 2
-ACTIONS_VERSIONS = (1, 2)
+ACTIONS_VERSION = 3
+ACTIONS_VERSIONS = (1, 2, 3)
+#: What a first decision's rate is a multiple of: the run's own starting rate, or one of
+#: the scale probe's rates (``ProbeResult.valley``, ``steepest``, ``minimum``).
+ANCHORS = ("start", "valley", "steepest", "minimum")
 
 
-class ActionError(FitpilotError):
+class ActionError(FitpilotError, ValueError):
     """An action scheme that cannot be read, or an optimizer it cannot act on."""
 
 
@@ -45,6 +53,7 @@ class Decision:
     factor: float = 1.0
     name: str = ""
     rollback: bool = False
+    anchor: str | None = None  # a first decision: the rate is this anchor's times factor
 
 
 @dataclass(frozen=True)
@@ -61,21 +70,45 @@ class DiscreteActions:
     kind: str = "discrete"
     rollback: bool = False
     rollback_factor: float = 0.5
+    first: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.factors or any(f <= 0 for f in self.factors):
             raise ActionError(f"learning-rate factors must be positive, got {self.factors}")
         if not (math.isfinite(self.rollback_factor) and self.rollback_factor > 0):
             raise ActionError(f"`rollback_factor` must be positive, got {self.rollback_factor}")
+        object.__setattr__(self, "first", tuple((str(a), float(f)) for a, f in self.first))
+        for anchor, factor in self.first:
+            if anchor not in ANCHORS or not (math.isfinite(factor) and factor > 0):
+                raise ActionError(
+                    f"a first choice is (anchor, factor) with an anchor of {', '.join(ANCHORS)} "
+                    f"and a positive factor, got ({anchor!r}, {factor})"
+                )
 
     @classmethod
     def v2(cls) -> DiscreteActions:
         """The version-2 set: x1/2, x1, x1.5, x2, stop, rollback (then x1/2)."""
         return cls(factors=(0.5, 1.0, 1.5, 2.0), rollback=True, rollback_factor=0.5)
 
+    @classmethod
+    def v3(cls) -> DiscreteActions:
+        """The version-2 set, and a first decision: keep the start, the probe's valley x1 or
+        x4, its steepest-descent rate x1/4 or x1, its minimum's rate x1/2."""
+        return cls(
+            factors=(0.5, 1.0, 1.5, 2.0), rollback=True, rollback_factor=0.5,
+            first=(("start", 1.0), ("valley", 1.0), ("valley", 4.0), ("steepest", 0.25),
+                   ("steepest", 1.0), ("minimum", 0.5)),
+        )
+
     @property
     def n(self) -> int:
-        return len(self.factors) + 1 + int(self.rollback)
+        return max(len(self.factors) + 1 + int(self.rollback), len(self.first))
+
+    @property
+    def first_names(self) -> tuple[str, ...]:
+        """One readable name per first choice, by index (``keep start``, ``valley x4``...)."""
+        return tuple("keep start" if (anchor, factor) == ("start", 1.0)
+                     else f"{anchor} x{factor:g}" for anchor, factor in self.first)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -90,10 +123,21 @@ class DiscreteActions:
 
         return gymnasium.spaces.Discrete(self.n)
 
-    def decode(self, action: Any) -> Decision:
+    def decode(self, action: Any, first: bool = False) -> Decision:
+        """What action index ``action`` means; with ``first`` (a version-3 scheme, before the
+        first epoch) one of the first choices (an index past them keeps the start)."""
         index = int(np.asarray(action).reshape(-1)[0])
         if not 0 <= index < self.n:
             raise ActionError(f"action {index} is outside 0..{self.n - 1}")
+        if first:
+            if not self.first:
+                raise ActionError("this action scheme has no first decision (version 3 has)")
+            anchor, factor = self.first[index] if index < len(self.first) else ("start", 1.0)
+            name = self.first_names[index] if index < len(self.first) else "keep start"
+            return Decision(stop=False, factor=factor, name=name, anchor=anchor)
+        regular = len(self.factors) + 1 + int(self.rollback)
+        if index >= regular:  # only the first decision has this many choices: keep
+            return Decision(stop=False, factor=1.0, name="keep")
         if index == len(self.factors):
             return Decision(stop=True, name="stop")
         if index > len(self.factors):
@@ -102,6 +146,10 @@ class DiscreteActions:
         return Decision(stop=False, factor=float(self.factors[index]), name=self.names[index])
 
     def to_dict(self) -> dict[str, Any]:
+        if self.first:
+            return {"version": 3, "kind": self.kind, "factors": list(self.factors),
+                    "rollback": self.rollback, "rollback_factor": self.rollback_factor,
+                    "first": [[anchor, factor] for anchor, factor in self.first]}
         if not self.rollback:  # version 1, as it always was
             return {"version": 1, "kind": self.kind, "factors": list(self.factors)}
         return {"version": 2, "kind": self.kind, "factors": list(self.factors),
@@ -163,13 +211,19 @@ def action_scheme_from_dict(data: Mapping[str, Any]) -> ActionScheme:
         rollback = data.get("rollback", False)
         if not isinstance(rollback, bool):
             raise ActionError(f"action scheme setting rollback={rollback!r} must be true or false")
+        first = tuple((anchor, factor) for anchor, factor in data.get("first", ())) \
+            if version >= 3 else ()
         return DiscreteActions(factors=factors, rollback=rollback,
-                               rollback_factor=float(data.get("rollback_factor", 0.5)))
+                               rollback_factor=float(data.get("rollback_factor", 0.5)),
+                               first=first)
     if data.get("kind") == "continuous":
         return ContinuousActions(max_log10_factor=float(data["max_log10_factor"]))
     raise ActionError(f"unknown action scheme kind {data.get('kind')!r}")
 
 
+#: A divergence before any finite epoch restarts the run at the rate times this factor (the
+#: callback always; the environment with ``restarts``).
+RESTART_FACTOR = 0.1
 # The absolute learning-rate clamp of the training environment; the deployed
 # callback uses the same defaults, so a controller stays in the range it was trained in.
 DEFAULT_MIN_LR = 1e-7
@@ -183,12 +237,14 @@ def check_settable_learning_rate(optimizer: Any, owner: str = "the model") -> No
     """
     import keras  # not at module import: the command line imports this before TF is configured
 
+    from fitpilot.keras_internals import schedule_of
+
     if optimizer is None:
         raise ActionError(f"{owner} is not compiled; call model.compile(optimizer=...) first")
     if not isinstance(optimizer.learning_rate, keras.Variable):
         raise ActionError(
             f"{owner}: the optimizer's learning rate is a schedule "
-            f"({type(optimizer._learning_rate).__name__}), which fitpilot cannot change; "
+            f"({type(schedule_of(optimizer)).__name__}), which fitpilot cannot change; "
             f"create the optimizer with a float learning_rate (e.g. Adam(learning_rate=1e-3))"
         )
 
@@ -212,6 +268,17 @@ def next_learning_rate(
     if decision.stop:
         return lr
     return clamp_learning_rate(lr * decision.factor, min_lr, max_lr)
+
+
+def first_learning_rate(
+    start_lr: float, decision: Decision, anchors: Mapping[str, float], min_lr: float = 0.0,
+    max_lr: float = math.inf,
+) -> float:
+    """The rate of the first epoch after a first decision: its anchor's rate (``start`` is
+    ``start_lr``; the others come from ``anchors``, the probe's rates by name) times its
+    factor, clamped. The environment and the callback share it."""
+    base = start_lr if decision.anchor in (None, "start") else anchors[decision.anchor]
+    return clamp_learning_rate(base * decision.factor, min_lr, max_lr)
 
 
 def rollback_learning_rate(

@@ -80,6 +80,12 @@ class Bundle:
                 f"the bundle's policy head gives {size} {self.policy.head_kind} but its {scheme} "
                 f"needs {outputs} {' or '.join(kinds)}; {fix}"
             )
+        if self.featurizer.uses_probe != bool(getattr(self.actions, "first", ())):
+            raise BundleError(
+                f"the bundle's featurizer is version {self.featurizer.version} but its action "
+                f"scheme {'has' if getattr(self.actions, 'first', ()) else 'has no'} first "
+                f"decision; version 3 takes both (the scale probe and the first decision); {fix}"
+            )
 
     def make_featurizer(self) -> Featurizer:
         return Featurizer(self.featurizer)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import importlib.resources
 import math
-import sys
 import warnings
 from collections.abc import Mapping
 from dataclasses import astuple, dataclass
@@ -34,10 +33,13 @@ import numpy as np
 from fitpilot.controller.actions import (
     DEFAULT_MAX_LR,
     DEFAULT_MIN_LR,
+    RESTART_FACTOR,
     ContinuousActions,
+    Decision,
     DiscreteActions,
     check_settable_learning_rate,
     clamp_learning_rate,
+    first_learning_rate,
     get_learning_rate,
     is_divergent,
     next_learning_rate,
@@ -45,17 +47,18 @@ from fitpilot.controller.actions import (
     set_learning_rate,
 )
 from fitpilot.controller.bundle import Bundle, BundleError, load_bundle
+from fitpilot.controller.probe import ProbeError, ProbeResult, scale_probe
+from fitpilot.controller.state import assign_values, copy_values, optimizer_state
 from fitpilot.errors import FitpilotError
+from fitpilot.keras_internals import fit_locals, metric_direction, print_message
 
 PRETRAINED = "pretrained/controller.zip"
-#: A divergence before any finite epoch restarts the fit at the rate times this factor.
-RESTART_FACTOR = 0.1
 NO_DECISION = -1  # logs["action"] on an epoch the policy was not asked (budget end, NaN, wait)
 # Callbacks that set the learning rate: with the controller they fight over it.
 LR_SETTERS = ("ReduceLROnPlateau", "LearningRateScheduler", "LearnedController")
 
 
-class ControllerError(FitpilotError):
+class ControllerError(FitpilotError, ValueError):
     """Settings or epoch logs the learned controller cannot work with."""
 
 
@@ -64,7 +67,8 @@ class DecisionRecord:
     """What the controller did after one epoch.
 
     Attributes:
-        epoch: 1-based epoch number, as in Keras' progress bar (``epoch + 1`` of ``fit``).
+        epoch: 1-based epoch number, as in Keras' progress bar (``epoch + 1`` of ``fit``);
+            0 for the first decision of a version-3 bundle, before the first epoch.
         monitor: the monitored value at the end of that epoch (may be NaN).
         lr_before: the learning rate the epoch was trained with.
         action: the action's name (``lower``, ``keep``, ``raise``, ``stop``, ...), or
@@ -145,6 +149,19 @@ class LearnedController(keras.callbacks.Callback):
       ``rollback`` keeps the best epoch's optimizer state and rate too, and its
       ``rollback`` action puts back that epoch's weights and optimizer state, then sets
       the rate to its rate times ``rollback_factor``.
+    - A version-3 bundle (controller v3) measures the scale first: at the start of ``fit``
+      it runs the scale probe (:mod:`~fitpilot.controller.probe`: an exponential ramp of
+      the rate over 5% of the fit's batches, at least 16 and at most 48, on ``fit``'s own
+      training data, after which weights, optimizer state and rate are exactly as they
+      were; :attr:`probe_batches` counts them, as compute), then takes a first decision
+      (keep the starting rate, or a multiple of one of the probe's rates: ``decisions[0]``,
+      epoch 0), and observes the rate relative to the probe's rates from then on.
+
+    Args (version 3 only):
+        probe: run the scale probe (default). ``False`` skips it, for data ``fit`` cannot
+            read twice (a generator): the first decision then keeps the starting rate and
+            the probe's rates are taken to be that rate, which the policy never saw in
+            training.
     """
 
     def __init__(
@@ -157,6 +174,7 @@ class LearnedController(keras.callbacks.Callback):
         min_lr: float = DEFAULT_MIN_LR,
         max_lr: float = DEFAULT_MAX_LR,
         restarts: int = 3,
+        probe: bool = True,
     ) -> None:
         super().__init__()
         if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 0:
@@ -178,6 +196,8 @@ class LearnedController(keras.callbacks.Callback):
         self.verbose = verbose
         self.min_lr, self.max_lr = float(min_lr), float(max_lr)
         self.restarts = restarts
+        self.probe = bool(probe)
+        self.probe_result: ProbeResult | None = None  # version 3: the last fit's probe
         self.decisions: list[DecisionRecord] = []
         self.best: float | None = None
         self.best_epoch = 0  # 1-based, 0 before any finite monitored value
@@ -220,7 +240,7 @@ class LearnedController(keras.callbacks.Callback):
 
     def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
         check_settable_learning_rate(self.model.optimizer)
-        fit = _fit_arguments()
+        fit = fit_locals(("callbacks", "validation_freq", "validation_data"))
         self._check_other_callbacks(fit.get("callbacks"))
         self._budget = int((self.params or {}).get("epochs") or 0)  # fit's `epochs`; 0: unknown
         frequency = fit.get("validation_freq", 1)
@@ -254,14 +274,22 @@ class LearnedController(keras.callbacks.Callback):
         self._better: Any = None  # set at the first epoch with `monitor`, once metrics are built
         self._fill_val = self._has_validation is False
         self._weights = self.model.weights  # the list, built once per fit (~0.1 ms)
-        self._start_weights = _copy_values(self._weights)  # for a divergence in epoch 1
+        self._start_weights = copy_values(self._weights)  # for a divergence in epoch 1
         optimizer = self.model.optimizer
         # Keras builds the optimizer before on_train_begin; if not, a restart zeroes its state.
         self._start_optimizer = (
-            _copy_values(_optimizer_state(optimizer)) if getattr(optimizer, "built", False)
+            copy_values(optimizer_state(optimizer)) if getattr(optimizer, "built", False)
             else None
         )
         self._restarts_left = self.restarts
+        self.probe_result = None
+        if self.featurizer.config.uses_probe:
+            self._first_decision()
+
+    @property
+    def probe_batches(self) -> int:
+        """Batches the last fit's scale probe trained (version 3; count them as compute)."""
+        return self.probe_result.batches if self.probe_result is not None else 0
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         logs = {} if logs is None else logs
@@ -287,9 +315,9 @@ class LearnedController(keras.callbacks.Callback):
         if self.best is None or self._better(value, self.best):
             self.best, self.best_epoch = value, epoch + 1
             # Kept even without restore_best_weights, for a NaN.
-            self.best_weights = _copy_values(self._weights)
+            self.best_weights = copy_values(self._weights)
             if self._rollback:
-                self._best_optimizer = _copy_values(_optimizer_state(self.model.optimizer))
+                self._best_optimizer = copy_values(optimizer_state(self.model.optimizer))
                 self._best_lr = lr
 
         if last:
@@ -396,7 +424,7 @@ class LearnedController(keras.callbacks.Callback):
         if name == "loss" or name.endswith("_loss"):
             return "min"
         for metric in _flat_metrics(self.model):
-            direction = getattr(metric, "_direction", None)
+            direction = metric_direction(metric)
             if metric.name == name and direction in ("up", "down"):
                 return "max" if direction == "up" else "min"
         if "acc" in name or name.startswith(("auc", "fmeasure")) or name.endswith("auc"):
@@ -451,8 +479,8 @@ class LearnedController(keras.callbacks.Callback):
         )
         assert self._start_weights is not None
         self._restore(self._start_weights, "the start of this fit, after a non-finite loss")
-        state = _optimizer_state(self.model.optimizer)
-        _assign_values(state, self._start_optimizer or [
+        state = optimizer_state(self.model.optimizer)
+        assign_values(state, self._start_optimizer or [
             np.zeros(tuple(v.shape), keras.backend.standardize_dtype(v.dtype)) for v in state
         ])
         new_lr = self._set_learning_rate(new_lr)
@@ -463,14 +491,53 @@ class LearnedController(keras.callbacks.Callback):
     def _roll_back(self) -> None:
         """Put back the best epoch's weights and optimizer state (the rollback action)."""
         assert self.best_weights is not None and self._best_optimizer is not None
-        _assign_values(self._weights, self.best_weights)
-        _assign_values(_optimizer_state(self.model.optimizer), self._best_optimizer)
+        assign_values(self._weights, self.best_weights)
+        assign_values(optimizer_state(self.model.optimizer), self._best_optimizer)
         self.featurizer.rebase_weights(self._trainable or [])
 
     def _restore(self, weights: list[Any], source: str) -> None:
         if self.verbose > 0:
-            _print(f"LearnedController: restoring model weights from {source}.")
-        _assign_values(self._weights, weights)
+            print_message(f"LearnedController: restoring model weights from {source}.")
+        assign_values(self._weights, weights)
+
+    def _first_decision(self) -> None:
+        """Version 3, at the start of fit: the scale probe, then the policy's first decision
+        sets the rate of epoch 1 (recorded as ``decisions[0]``, epoch 0)."""
+        lr = get_learning_rate(self.model.optimizer)
+        if self.probe:
+            data = fit_locals(("x", "y", "batch_size"))
+            if data.get("x") is None:
+                raise ControllerError(
+                    "the scale probe reads fit's training data, and this hook is not called by "
+                    "Keras' fit; call fit, or pass probe=False"
+                )
+            steps = int((self.params or {}).get("steps") or 1)
+            try:
+                probe = scale_probe(self.model, data["x"], data.get("y"),
+                                    data.get("batch_size") or 32, steps, max(1, self._budget),
+                                    self.featurizer.config.probe)
+            except ProbeError as exc:
+                raise ControllerError(str(exc)) from None
+        else:
+            probe = ProbeResult(lr, lr, lr, 0.0, False, 0)
+        self.probe_result = probe
+        self.featurizer.probe = probe
+        observation = self.pipeline(self.featurizer.observe_start(lr))
+        if self.probe:
+            action = self.bundle.policy.act(observation[None])[0]
+            decision = self.bundle.actions.decode(action, first=True)
+        else:
+            decision = Decision(stop=False, name="keep start", anchor="start")
+        new_lr = first_learning_rate(lr, decision, probe.anchors, self.min_lr, self.max_lr)
+        if new_lr != lr:
+            new_lr = self._set_learning_rate(new_lr)
+        self.decisions.append(DecisionRecord(0, math.nan, lr, decision.name, new_lr, False))
+        if self.verbose > 0:
+            print_message(
+                f"LearnedController: scale probe of {probe.batches} batches: valley "
+                f"{probe.valley:.3g}, steepest {probe.steepest:.3g}, minimum {probe.minimum:.3g};"
+                f" first decision {decision.name}: learning rate {lr:.3g} -> {new_lr:.3g}."
+            )
 
     def _observe_afresh(self, epochs: int) -> None:
         """Featurizer and frame stack start a run of ``epochs`` epochs (0: budget unknown)."""
@@ -497,7 +564,7 @@ class LearnedController(keras.callbacks.Callback):
             change = f"learning rate {lr_before:.3g}"
             if lr_after != lr_before:
                 change += f" -> {lr_after:.3g}"
-            _print(f"\nEpoch {epoch + 1}: LearnedController {name}, {change}"
+            print_message(f"\nEpoch {epoch + 1}: LearnedController {name}, {change}"
                    + (", stopping." if stopped else "."))
 
     # -- reading the record ----------------------------------------------------------------
@@ -515,6 +582,10 @@ class LearnedController(keras.callbacks.Callback):
                  for row in [header, *rows]]
         if self.best_epoch:
             lines.append(f"best {self.monitor} {self.best:.4g} at epoch {self.best_epoch}")
+        if self.probe_result is not None:
+            probe = self.probe_result
+            lines.insert(0, f"scale probe: {probe.batches} batches; valley {probe.valley:.3g}, "
+                            f"steepest {probe.steepest:.3g}, minimum {probe.minimum:.3g}")
         return "\n".join(lines)
 
     def decisions_as_dicts(self) -> list[dict[str, Any]]:
@@ -545,58 +616,3 @@ def _flat_metrics(model: keras.Model) -> list[Any]:
         inner = getattr(metric, "metrics", None)
         flat.extend(inner if isinstance(inner, list) else [metric])
     return flat
-
-
-def _fit_arguments() -> dict[str, Any]:
-    """The arguments of the Keras ``fit`` call running this hook, or {} outside ``fit``.
-
-    Keras gives callbacks neither the other callbacks nor ``validation_freq``; they are
-    the local variables ``callbacks`` (a ``CallbackList``), ``validation_freq`` and
-    ``validation_data`` (the split, if ``validation_split`` was given) of ``fit`` on
-    every backend, a few frames up the stack.
-    """
-    frame = sys._getframe(1)
-    for _ in range(10):
-        frame = frame.f_back
-        if frame is None:
-            break
-        if frame.f_code.co_name == "fit" and "validation_freq" in frame.f_code.co_varnames:
-            names = ("callbacks", "validation_freq", "validation_data")
-            return {name: frame.f_locals[name] for name in names if name in frame.f_locals}
-    return {}
-
-
-def _optimizer_state(optimizer: Any) -> list[Any]:
-    """The optimizer's variables but its learning rate (iterations, moments...)."""
-    rate = optimizer.learning_rate
-    return [v for v in optimizer.variables if v is not rate]
-
-
-def _assign_values(variables: list[Any], values: list[Any]) -> None:
-    """``variable.assign(value)`` pairwise (the inverse of :func:`_copy_values`)."""
-    for variable, value in zip(variables, values, strict=True):
-        variable.assign(value)
-
-
-def _copy_values(variables: list[Any]) -> list[Any]:
-    """Host copies of ``variables``' values, for a later ``variable.assign(copy)``.
-
-    With TensorFlow, one ``identity_n`` op on the CPU (~0.1 ms for the reference MLP's
-    6 variables, against ~0.4 ms for ``model.get_weights()``); the copies are tensors
-    that later in-place updates of the variables do not touch (copy-on-write).
-    """
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf  # only on the TensorFlow backend: JAX and torch users lack it
-
-        with tf.device("/CPU:0"):
-            return list(tf.identity_n([v.value for v in variables]))
-    return [keras.ops.convert_to_numpy(v) for v in variables]
-
-
-def _print(message: str) -> None:
-    try:  # Keras' own printer honours interactive vs absl logging
-        from keras.src.utils.io_utils import print_msg
-    except ImportError:  # pragma: no cover - private module moved
-        print(message)
-    else:
-        print_msg(message)

@@ -12,6 +12,12 @@ alike to the policy.
 Version 2 adds three weight-dynamics features (:mod:`fitpilot.controller.weight_signals`)
 after the version-1 ones, which it leaves as they are: :meth:`Featurizer.observe` then
 needs the model's trainable weights alongside the logs.
+
+Version 3 (controller v3) adds the measured coordinates after the version-2 ones: the
+learning rate relative to the three rates of the run's scale probe
+(:mod:`fitpilot.controller.probe`), the probe's two descriptors, and a flag for the one
+observation made before the first epoch (:meth:`Featurizer.observe_start`), on which the
+policy takes its first decision. Its config holds the probe's settings.
 """
 
 from __future__ import annotations
@@ -23,13 +29,14 @@ from typing import Any
 
 import numpy as np
 
+from fitpilot.controller.probe import ProbeConfig, ProbeResult
 from fitpilot.controller.weight_signals import SAMPLE_SEED, SAMPLE_SIZE, WeightSignals
 from fitpilot.errors import FitpilotError
 
 #: The default featurizer version (what ``FeaturizerConfig()`` builds).
 FEATURIZER_VERSION = 1
 #: The versions this fitpilot reads.
-FEATURIZER_VERSIONS = (1, 2)
+FEATURIZER_VERSIONS = (1, 2, 3)
 
 FEATURE_NAMES: tuple[str, ...] = (
     "progress",  # epochs run / epoch budget, in (0, 1]
@@ -54,11 +61,22 @@ WEIGHT_FEATURE_NAMES: tuple[str, ...] = (
     "log10_update_ratio",  # log10(|w_t - w_{t-1}| / |w_t|), clipped
     "log10_distance_from_init",  # log10(|w_t - w_0| / |w_0|), clipped
 )
+#: Version 3: the version-2 names, then these (the measured coordinates; 0 when undefined).
+PROBE_FEATURE_NAMES: tuple[str, ...] = (
+    "log10_lr_vs_probe_valley",  # log10(lr / the probe's valley rate)
+    "log10_lr_vs_probe_steepest",  # log10(lr / the probe's steepest-descent rate)
+    "log10_lr_vs_probe_minimum",  # log10(lr / the rate of the probe's lowest loss)
+    "probe_drop",  # log(lowest / first smoothed loss of the probe), <= 0
+    "probe_diverged",  # 1 if the probe's ramp ended on a divergence
+    "before_first_epoch",  # 1 on the observation before the first epoch (first decision)
+)
 # Settings only version 2 has (left out of a version-1 config's dict, which stays as it was).
 _V2_SETTINGS = ("weight_sample", "weight_seed")
+# Settings only version 3 has (left out of version-1 and -2 dicts).
+_V3_SETTINGS = ("probe",)
 
 
-class FeaturizerError(FitpilotError):
+class FeaturizerError(FitpilotError, ValueError):
     """A featurizer config this version of fitpilot cannot read."""
 
 
@@ -73,11 +91,13 @@ class FeaturizerConfig:
     clip: float = 5.0
     weight_sample: int = SAMPLE_SIZE  # version 2: coordinates sampled for the weight signals
     weight_seed: int = SAMPLE_SEED  # version 2: the seed of that sample
+    probe: ProbeConfig = ProbeConfig()  # version 3: the scale probe's settings
 
     @property
     def feature_names(self) -> tuple[str, ...]:
         """The names of the observation's features, in order."""
-        return FEATURE_NAMES + (WEIGHT_FEATURE_NAMES if self.version >= 2 else ())
+        return (FEATURE_NAMES + (WEIGHT_FEATURE_NAMES if self.version >= 2 else ())
+                + (PROBE_FEATURE_NAMES if self.version >= 3 else ()))
 
     @property
     def size(self) -> int:
@@ -89,11 +109,17 @@ class FeaturizerConfig:
         """Whether :meth:`Featurizer.observe` needs the model's weights (version 2)."""
         return self.version >= 2
 
+    @property
+    def uses_probe(self) -> bool:
+        """Whether a run starts with the scale probe and a first decision (version 3)."""
+        return self.version >= 3
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        if self.version < 2:
-            for name in _V2_SETTINGS:
-                del data[name]
+        dropped = (_V2_SETTINGS if self.version < 2 else ()) + (
+            _V3_SETTINGS if self.version < 3 else ())
+        for name in dropped:
+            del data[name]
         return data
 
     @classmethod
@@ -112,15 +138,26 @@ class FeaturizerConfig:
                 f"controller with this version or install the fitpilot version that made it"
             )
         fields = cls.__dataclass_fields__
-        if version < 2:
-            fields = {k: v for k, v in fields.items() if k not in _V2_SETTINGS}
+        dropped = (_V2_SETTINGS if version < 2 else ()) + (_V3_SETTINGS if version < 3 else ())
+        fields = {k: v for k, v in fields.items() if k not in dropped}
         unknown = set(data) - set(fields)
         if unknown:
             known = sorted(set(fields) - {"version"})
             raise FeaturizerError(
                 f"unknown featurizer settings {sorted(unknown)}; known: {', '.join(known)}"
             )
+        data = dict(data)
+        if "probe" in data:
+            probe = data.pop("probe")
+            if not isinstance(probe, Mapping):
+                raise FeaturizerError(f"featurizer setting probe={probe!r} must be a mapping")
+            try:
+                data["probe"] = ProbeConfig.from_dict(dict(probe))
+            except FitpilotError as exc:
+                raise FeaturizerError(f"featurizer setting probe: {exc}") from exc
         for name, value in data.items():
+            if name == "probe":
+                continue
             kind = type(fields[name].default)  # str, int or float
             allowed = (int, float) if kind is float else (kind,)
             if not isinstance(value, allowed) or isinstance(value, bool):
@@ -141,6 +178,9 @@ class Featurizer:
     Version 2 (``config.uses_weights``) also takes the model's trainable weights (the
     same variables every call): at :meth:`reset` (the weights the run starts from), at
     each :meth:`observe`, and at :meth:`rebase_weights` after weights were put back.
+
+    Version 3 (``config.uses_probe``) takes the run's probe at :meth:`reset`, and
+    :meth:`observe_start` gives the observation before the first epoch.
     """
 
     # Version 1's; an instance has its config's (``config.feature_names``, ``config.size``).
@@ -158,12 +198,18 @@ class Featurizer:
         )
         self.reset(budget=1)
 
-    def reset(self, budget: int, weights: Sequence[Any] | None = None) -> None:
+    def reset(
+        self, budget: int, weights: Sequence[Any] | None = None, probe: ProbeResult | None = None
+    ) -> None:
         """Start a new run with an epoch budget of ``budget`` epochs (>= 1).
 
         ``weights``: version 2, the trainable weights the run starts from (without them
         the first :meth:`observe` takes its weights as the start); version 1 ignores them.
+        ``probe``: version 3, the run's scale probe (kept when omitted: a restart of the
+        same run); versions 1 and 2 ignore it.
         """
+        if probe is not None:
+            self.probe = probe
         if self.weight_signals is not None:
             if weights is None:
                 self.weight_signals.reset()
@@ -176,6 +222,41 @@ class Featurizer:
         self._log_lr: list[float] = []
         self._best_log_val = math.inf
         self._best_epoch = 0
+
+    probe: ProbeResult | None = None
+
+    def observe_start(self, learning_rate: float) -> np.ndarray:
+        """Version 3: the observation before the first epoch, at the rate the run would start
+        with: the epoch and weight features 0, the probe's coordinates, ``before_first_epoch``
+        1. The policy's first decision reads it."""
+        cfg = self.config
+        if not cfg.uses_probe:
+            raise FeaturizerError(
+                f"featurizer version {cfg.version} takes no decision before the first epoch"
+            )
+        epoch_part = np.zeros(len(cfg.feature_names) - len(PROBE_FEATURE_NAMES), np.float32)
+        return self._finish(np.concatenate([epoch_part, self._probe_features(learning_rate, 1.0)]))
+
+    def _probe_features(self, learning_rate: float, before_first: float) -> np.ndarray:
+        """The measured coordinates of ``learning_rate`` (version 3)."""
+        if self.probe is None:
+            raise FeaturizerError(
+                f"featurizer version {self.config.version} reads the run's scale probe: pass "
+                f"`probe` to reset"
+            )
+        lr = math.log10(max(float(learning_rate), 1e-30))
+        probe = self.probe
+        return np.asarray(
+            [lr - math.log10(rate) for rate in probe.rates]
+            + [probe.drop, float(probe.diverged), before_first],
+            dtype=np.float32,
+        )
+
+    def _finish(self, features: np.ndarray) -> np.ndarray:
+        """float32, NaN as 0, clipped to ``[-clip, clip]``."""
+        clip = self.config.clip
+        obs = np.asarray(features, dtype=np.float32)
+        return np.clip(np.nan_to_num(obs, nan=0.0, posinf=clip, neginf=-clip), -clip, clip)
 
     def rebase_weights(self, weights: Sequence[Any]) -> None:
         """The model's weights were put back to ``weights`` (a rollback); version 1: no-op."""
@@ -239,8 +320,9 @@ class Featurizer:
                     float(np.log10(signals.distance)),
                 )
         obs = np.asarray(features, dtype=np.float32)
-        return np.clip(np.nan_to_num(obs, nan=0.0, posinf=cfg.clip, neginf=-cfg.clip),
-                       -cfg.clip, cfg.clip)
+        if cfg.uses_probe:
+            obs = np.concatenate([obs, self._probe_features(learning_rate, 0.0)])
+        return self._finish(obs)
 
     @staticmethod
     def _log_value(value: Any, history: list[float]) -> tuple[float, bool]:

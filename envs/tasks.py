@@ -29,7 +29,7 @@ OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 LR_DISTRIBUTIONS = ("default", "tuned")
 
 
-class TaskError(FitpilotError):
+class TaskError(FitpilotError, ValueError):
     """A task that cannot be loaded or does not fit together."""
 
 

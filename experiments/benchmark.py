@@ -1,6 +1,6 @@
 """Orchestration: plan the runs, skip the finished ones, run the rest, store them, write the report.
 
-A benchmark runs in two phases (BENCHMARK.md v2): first the constant-rate grid
+A benchmark runs in two phases (docs/benchmark.md): first the constant-rate grid
 (extended at an edge for the tuned reference), which decides each task's
 reference rate; then every strategy from that reference times each starting
 factor. Each finished run is appended to the store at once, in this process,
@@ -43,7 +43,7 @@ from rich.table import Column
 from fitpilot._version import __version__
 from fitpilot.envs.loading import check_spec, resolve_tasks
 from fitpilot.experiments.ray_execute import execute_on_ray
-from fitpilot.experiments.reference import grid_extensions, reference_rates
+from fitpilot.experiments.reference_rate import grid_extensions, reference_rates
 from fitpilot.experiments.report import write_report
 from fitpilot.experiments.settings import (
     MIN_TUNED_GRID,
@@ -57,8 +57,8 @@ from fitpilot.experiments.settings import (
     parse_lr_reference,
     parse_strategies,
 )
-from fitpilot.experiments.store import ResultsStore
-from fitpilot.experiments.strategies import is_factor_free, strategy
+from fitpilot.experiments.store import ResultsStore, reuse_runs
+from fitpilot.experiments.strategies import is_factor_free, settings_of, strategy
 from fitpilot.experiments.worker import WorkerConfig, init_worker, run_in_process, run_in_worker
 from fitpilot.ray_backend import RayOptions
 from fitpilot.runtime import configure, default_threads
@@ -229,6 +229,7 @@ def plan_benchmark(
         task_source=task_source,
         controller_source=controller if needs_controller else "",
         lr_reference=reference,
+        strategy_settings=settings_of(names),
     )
     return settings, WorkerConfig(task_source, controller_source, digest, threads)
 
@@ -244,11 +245,12 @@ def run_benchmark(
     progress: bool = True,
     ray: RayOptions | None = None,
     execute: Execute | None = None,
-) -> Path:
+    reuse: str | Path | None = None,
+) -> BenchmarkResult:
     """Run every run of ``settings`` not yet in the store at ``out``; write the report.
 
     First the constant-rate grid (extended at an edge for the tuned reference,
-    :mod:`fitpilot.experiments.reference`), then every strategy from the
+    :mod:`fitpilot.experiments.reference_rate`), then every strategy from the
     reference rate times each starting factor. A :data:`FACTOR_FREE` strategy
     runs once per task and seed; its record is stored for every factor. A run that raises
     is stored as a failed run (its error's first line) and the others go on; with
@@ -256,7 +258,9 @@ def run_benchmark(
 
     With ``ray`` options the runs are Ray tasks (:mod:`fitpilot.experiments.ray_execute`)
     instead of local processes, and ``jobs`` is not used; ``execute`` replaces
-    both (tests). Returns where the report is and which runs failed. Raises
+    both (tests). ``reuse``: the folder of a benchmark of the same tasks, seeds, factors
+    and grid (another controller's): its runs that do not depend on the controller are
+    copied instead of run again. Returns where the report is and which runs failed. Raises
     ``BenchmarkError`` for a store that cannot be used (other settings, or existing
     without ``resume``).
     """
@@ -267,6 +271,8 @@ def run_benchmark(
     ):
         if store.warning:
             echo(store.warning)
+        if reuse is not None:
+            echo(f"reused {reuse_runs(reuse, store, settings)} runs of {reuse}")
         done = sum(key in store.finished for key in planned)
         if resume and store.finished:
             echo(f"resuming: {done} of {len(planned)} runs already in {store.path}")

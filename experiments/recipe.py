@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from fitpilot.experiments.settings import BenchmarkError, Settings
-from fitpilot.experiments.store import ResultsStore, read_store
+from fitpilot.experiments.store import ResultsStore, read_store, reuse_runs
 from fitpilot.experiments.strategies import PRODUCT
 from fitpilot.experiments.summary import summarize
 from fitpilot.jsonable import jsonable
@@ -130,33 +130,15 @@ def select(figures: Sequence[SeedFigures], rule: str) -> SeedFigures:
 
 
 def seed_store_from_baselines(baselines: str | Path, target: str | Path, settings: Settings) -> int:
-    """Start the store at ``target`` for ``settings`` with the runs that do not need its bundle.
-
-    Copies every run of the finished store at ``baselines`` but the learned
-    ones; ``settings`` must equal the baselines' own but for the learned
-    strategy and the controller. Returns the number of runs copied. A store
-    already at ``target`` is left alone (0): the benchmark resumes it.
+    """Start the store at ``target`` for ``settings`` with the runs that do not need its bundle,
+    from the finished store at ``baselines`` (:func:`~fitpilot.experiments.store.reuse_runs`).
+    Returns the number of runs copied. A store already at ``target`` is left alone (0): the
+    benchmark resumes it.
     """
     if (Path(target) / "runs.jsonl").exists():
         return 0
-    source = read_store(baselines)
-    expected = settings.to_dict()
-    mine = source.settings.to_dict()
-    for name in ("controller", "controller_source", "strategies"):
-        expected.pop(name)
-        mine.pop(name)
-    if expected != mine or set(source.settings.strategies) != set(settings.strategies) - {
-        LEARNED
-    }:
-        raise BenchmarkError(
-            f"the baseline benchmark in {baselines} was made with other settings than the seeds' "
-            f"benchmarks; give a new `out` directory, or `force=True` to start over"
-        )
-    copied = [run for run in source.runs if run.strategy != LEARNED and not run.failed]
     with ResultsStore.open(target, settings) as store:
-        for run in copied:
-            store.append(run)
-    return len(copied)
+        return reuse_runs(baselines, store, settings)
 
 
 def write_recipe_report(

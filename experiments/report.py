@@ -20,7 +20,7 @@ from fitpilot.experiments.plots import (
     plot_regret_compute,
     plot_val_curves,
 )
-from fitpilot.experiments.reference import reference_rates, tuned_rate
+from fitpilot.experiments.reference_rate import reference_rates, tuned_rate
 from fitpilot.experiments.settings import RunRecord, Settings
 from fitpilot.experiments.store import read_store
 from fitpilot.experiments.strategies import (

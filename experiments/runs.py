@@ -48,7 +48,7 @@ from fitpilot.experiments.strategies import RunContext, strategy
 
 #: Rows per batch when scoring the validation and test splits (one batch for small splits).
 EVAL_BATCH = 8192
-#: At most this many batches in the ``lr_finder`` strategy's range test (BENCHMARK.md).
+#: At most this many batches in the ``lr_finder`` strategy's range test (docs/benchmark.md).
 RANGE_TEST_BATCHES = 100
 
 
@@ -324,6 +324,8 @@ class Runner:
 
         metric = _metric_name(task, scores)
         decisions = callbacks[0].decisions_as_dicts() if row.records_decisions else None
+        if row.records_decisions:  # a controller v3 measures the scale first: compute too
+            probe_epochs += callbacks[0].probe_batches / prepared.steps
         return RunRecord(
             task=key.task,
             seed=key.seed,

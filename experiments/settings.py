@@ -30,7 +30,7 @@ DESCRIPTIONS = 2
 ORACLE_DECADES = 4.0
 #: At most this many decades are added to an edge of the grid to bring the tuned rate inside.
 MAX_EXTENSION_DECADES = 2.0
-#: BENCHMARK.md's minimum for a published report.
+#: docs/benchmark.md's minimum for a published report.
 MIN_PUBLISHED_SEEDS, MIN_PUBLISHED_GRID = 3, 7
 #: The tuned reference needs a grid with edges and an inside.
 MIN_TUNED_GRID = 3
@@ -157,8 +157,9 @@ class RunRecord:
 
     Losses are floats, ``nan`` where not finite (``null`` in the file).
     ``epochs`` is the number of training epochs run (the length of the
-    trajectories ``lr``, ``val_loss``, ``loss``); ``probe_epochs`` the
-    range test's batches as a fraction of an epoch (``lr_finder`` only).
+    trajectories ``lr``, ``val_loss``, ``loss``); ``probe_epochs`` the batches of a probe
+    before training (the range test of ``lr_finder``, a v3 controller's scale probe) as a
+    fraction of an epoch.
     ``learning_rate`` is the rate training started at; ``decisions`` what the
     learned controller (or a rule that records them) did per epoch; ``warning`` what
     went wrong but did not stop the run (e.g. a range test that fell back to the
@@ -391,6 +392,7 @@ class Settings:
     lr_reference: str = "tuned"
     protocol: int = PROTOCOL
     descriptions: int = DESCRIPTIONS
+    strategy_settings: dict[str, dict[str, Any]] | None = None
     compared: tuple[str, ...] = field(
         default=(
             "protocol",
@@ -402,6 +404,7 @@ class Settings:
             "seeds",
             "oracle_grid",
             "fitpilot_version",
+            "strategy_settings",
         ),
         repr=False,
         compare=False,
@@ -434,6 +437,7 @@ class Settings:
             lr_reference=str(data.get("lr_reference", "tuned" if protocol >= 2 else "default")),
             protocol=protocol,
             descriptions=int(data.get("descriptions", 1)),
+            strategy_settings=data.get("strategy_settings"),
         )
 
     def differences(self, other: Settings) -> list[str]:
@@ -447,6 +451,8 @@ class Settings:
         for name in self.compared:
             mine, theirs = getattr(self, name), getattr(other, name)
             if name == "protocol" and {mine, theirs} <= set(RESUMABLE_PROTOCOLS):
+                continue
+            if name == "strategy_settings" and theirs is None:  # a store before they were kept
                 continue
             if name == "tasks":
                 out += _task_differences(mine, theirs, by_value=other.descriptions >= 2)
@@ -497,7 +503,7 @@ class Settings:
         return self.grid_keys() + self.strategy_keys()
 
     def warnings(self) -> list[str]:
-        """Why this configuration is below BENCHMARK.md's bar for a published report."""
+        """Why this configuration is below docs/benchmark.md's bar for a published report."""
         out = []
         if self.seeds < MIN_PUBLISHED_SEEDS:
             out.append(

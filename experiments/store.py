@@ -178,6 +178,49 @@ class ResultsStore:
         self.close()
 
 
+def reuse_runs(source: str | Path, store: ResultsStore, settings: Settings) -> int:
+    """Append to ``store`` (of ``settings``) the finished runs of the store in ``source`` that
+    do not depend on the controller: the grid's, and those of every strategy of ``settings``
+    that needs no controller and has the same chosen settings there (and the controller's
+    own, when both benchmarked the same bundle). The two benchmarks must
+    agree on everything else (tasks, seeds, factors, grid, reference, version); runs
+    ``store`` has already are kept. Returns the number of runs copied.
+    """
+    from dataclasses import replace  # here: one use
+
+    from fitpilot.experiments.strategies import ORACLE, STRATEGY_TABLE
+
+    contents = read_store(source)
+    theirs = contents.settings
+    aligned = replace(theirs, controller=settings.controller, strategies=settings.strategies,
+                      strategy_settings=settings.strategy_settings,
+                      controller_source=settings.controller_source)
+    differences = settings.differences(aligned)
+    if differences:
+        raise BenchmarkError(
+            f"the runs in {source} were made with other settings ({'; '.join(differences)}); "
+            f"give `reuse` a benchmark of the same tasks, seeds, factors and grid"
+        )
+
+    def shared(strategy: str) -> bool:
+        if strategy == ORACLE:
+            return True
+        row = STRATEGY_TABLE.get(strategy)
+        if row is None or strategy not in settings.strategies:
+            return False
+        if row.needs_controller:
+            return theirs.controller is not None and theirs.controller == settings.controller
+        return ((theirs.strategy_settings or {}).get(strategy)
+                == (settings.strategy_settings or {}).get(strategy))
+
+    copied = 0
+    for run in contents.runs:
+        if shared(run.strategy) and not run.failed and run.key not in store.finished:
+            store.append(run)
+            copied += 1
+    return copied
+
+
 def _write_atomically(path: Path, line: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("w", encoding="utf-8") as file:

@@ -12,8 +12,8 @@ names before any worker starts. The callback builders import Keras when called.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from fitpilot.errors import FitpilotError
@@ -60,6 +60,10 @@ class RunContext:
 class DecisionSource(Protocol):
     """A callback that records what it decided after each epoch (the report reads it)."""
 
+    @property
+    def probe_batches(self) -> int:
+        """Batches it trained to measure before the first epoch (compute; 0 for none)."""
+
     def decisions_as_dicts(self) -> list[dict[str, Any]]:
         """One dict per epoch: ``epoch``, ``lr_before``, ``action``, ``lr_after``, ..."""
 
@@ -80,6 +84,9 @@ class Strategy:
             per task and seed, and its record stands for every factor.
         needs_controller: it needs a controller bundle (``--controller``).
         records_decisions: its first callback is a :class:`DecisionSource`.
+        settings: the arguments its callbacks take beyond the protocol's fixed ones (a rule's
+            chosen settings); a results store records them, so that a change is not mixed
+            into older results.
         color, style: matplotlib colour and line style in the plots.
     """
 
@@ -92,6 +99,7 @@ class Strategy:
     factor_free: bool = False
     needs_controller: bool = False
     records_decisions: bool = False
+    settings: Mapping[str, Any] = field(default_factory=dict)
     color: str = "tab:gray"
     style: Any = "-"
 
@@ -126,7 +134,7 @@ def early_stopping(context: RunContext) -> list[Any]:
 
 
 def reduce_lr(context: RunContext) -> list[Any]:
-    from fitpilot.envs.reference_run import reduce_lr_on_plateau
+    from fitpilot.envs.plateau_run import reduce_lr_on_plateau
     from fitpilot.experiments.callbacks import RestoreBestWeights
 
     return [reduce_lr_on_plateau(), RestoreBestWeights("val_loss")]
@@ -135,12 +143,34 @@ def reduce_lr(context: RunContext) -> list[Any]:
 def es_reduce_lr(context: RunContext) -> list[Any]:
     import keras
 
-    from fitpilot.envs.reference_run import reduce_lr_on_plateau
+    from fitpilot.envs.plateau_run import reduce_lr_on_plateau
 
     return [
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=10, restore_best_weights=True),
         reduce_lr_on_plateau(),
     ]
+
+
+#: GreedyLR's settings in the benchmark (the transformers defaults, factor 0.95 and patience
+#: 10 with min_lr 1e-3, barely move a rate in 10-100 epochs): chosen on the validation suite
+#: by ``experiments/tune_rules.py`` (experiments/NOTES.md); the clamp is ReduceLROnPlateau's
+#: min_lr and the controller's max_lr.
+GREEDY_LR = {"factor": 0.5, "patience": 2, "min_lr": 1e-5, "max_lr": 10.0}
+#: AdaLRS's settings in the benchmark: its window of 3 epochs and a raise of x3, chosen on the
+#: validation suite too (``experiments/tune_rules.py``).
+ADALRS: dict[str, Any] = {"window": 3, "raise_factor": 3.0}
+
+
+def greedy_lr(context: RunContext) -> list[Any]:
+    from fitpilot.baselines.greedy_lr import GreedyLR
+
+    return [GreedyLR(monitor="val_loss", restore_best_weights=True, **GREEDY_LR)]
+
+
+def adalrs(context: RunContext) -> list[Any]:
+    from fitpilot.baselines.adalrs import AdaLRS
+
+    return [AdaLRS(monitor="val_loss", restore_best_weights=True, **ADALRS)]
 
 
 def learned(context: RunContext) -> list[Any]:
@@ -189,6 +219,17 @@ STRATEGY_TABLE: dict[str, Strategy] = {row.name: row for row in (
         color="tab:cyan",
     ),
     Strategy(
+        "greedy_lr", "GreedyLR (Subramanian et al. 2025, the transformers rule) per epoch on "
+        "val_loss: the rate / F after improvements, x F otherwise, with patience; best-weight "
+        "restore", greedy_lr, records_decisions=True, settings=GREEDY_LR, color="tab:olive",
+        style=(0, (4, 1, 1, 1)),
+    ),
+    Strategy(
+        "adalrs", "AdaLRS (Dong et al. 2025) per epoch on val_loss: raise while the fitted "
+        "descent slope improves, roll back a failed raise and lower; best-weight restore",
+        adalrs, records_decisions=True, settings=ADALRS, color="tab:pink", style=(0, (2, 1)),
+    ),
+    Strategy(
         PRODUCT, "the LearnedController from the benchmarked bundle", learned,
         needs_controller=True, records_decisions=True, color="tab:red",
     ),
@@ -214,6 +255,12 @@ def strategy(name: str) -> Strategy:
             f"unknown strategy {name!r}; valid strategies are {', '.join(strategy_names())}"
         )
     return row
+
+
+def settings_of(names: tuple[str, ...] | list[str]) -> dict[str, dict[str, Any]]:
+    """The chosen settings of the strategies ``names`` that have some (for a store's header)."""
+    rows = [STRATEGY_TABLE[name] for name in names if name in STRATEGY_TABLE]
+    return {row.name: dict(row.settings) for row in rows if row.settings}
 
 
 def is_factor_free(name: str) -> bool:

@@ -1,4 +1,4 @@
-"""The summary figures of BENCHMARK.md, from run records alone (numpy only).
+"""The summary figures of docs/benchmark.md, from run records alone (numpy only).
 
 A cell is ``(task, lr_factor, seed)``. Per strategy, over the cells:
 

@@ -1,6 +1,6 @@
 """Measure the tuned learning rate of each task of a suite (and its epoch time in the env).
 
-The tuned rate is BENCHMARK.md's v2 reference: the constant learning rate of a
+The tuned rate is docs/benchmark.md's v2 reference: the constant learning rate of a
 log-spaced grid of 7 factors over 4 decades around the task's default whose best
 *validation* loss, averaged over the seeds, is lowest (never the test split).
 When the winner is at an edge of the grid, the grid is extended on that side by
@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from fitpilot.envs import load_tasks
-from fitpilot.experiments.reference import best_factor
+from fitpilot.experiments.reference_rate import best_factor
 from fitpilot.experiments.settings import (
     MAX_EXTENSION_DECADES,
     ORACLE,

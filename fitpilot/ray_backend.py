@@ -175,8 +175,12 @@ def connect(options: RayOptions) -> tuple[ModuleType, bool]:
 
 
 @contextlib.contextmanager
-def session(options: RayOptions) -> Iterator[ModuleType]:
-    """Ray, connected for the duration; shut down at the end if this call started it."""
+def session(options: RayOptions | None) -> Iterator[ModuleType | None]:
+    """Ray, connected for the duration; shut down at the end if this call started it.
+    ``None`` (the local backend): nothing to connect, ``None`` is yielded."""
+    if options is None:
+        yield None
+        return
     ray, started = connect(options)
     try:
         yield ray

@@ -101,15 +101,6 @@ def _native_stderr_silenced() -> Iterator[None]:
         os.close(devnull)
 
 
-def enable_determinism(seed: int) -> None:
-    """Seed Python, numpy and TensorFlow and make TF ops deterministic."""
-    import keras
-    import tensorflow as tf
-
-    keras.utils.set_random_seed(seed)
-    tf.config.experimental.enable_op_determinism()
-
-
 def worker_start_method() -> str:
     """The start method of environment worker processes: ``forkserver`` where it exists,
     else ``spawn``; never ``fork`` (TensorFlow and torch do not survive one)."""

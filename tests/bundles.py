@@ -8,15 +8,20 @@ import numpy as np
 
 from fitpilot.controller.actions import DiscreteActions
 from fitpilot.controller.bundle import Bundle, save_bundle
-from fitpilot.controller.features import Featurizer, FeaturizerConfig
+from fitpilot.controller.features import FeaturizerConfig
 from fitpilot.controller.policy import MLPPolicy, ObsNormalization
 
 
-def random_bundle(seed: int = 0, frame_stack: int = 1, hidden: int = 16) -> Bundle:
-    """A discrete-action bundle with random MLP weights and unit normalisation."""
+def random_bundle(
+    seed: int = 0, frame_stack: int = 1, hidden: int = 16, version: int = 1
+) -> Bundle:
+    """A discrete-action bundle with random MLP weights and unit normalisation; ``version``
+    3 is a controller v3 bundle (featurizer v3, the scale probe, actions with a first
+    decision), 1 the first format."""
     rng = np.random.default_rng(seed)
-    size = Featurizer.size
-    actions = DiscreteActions()
+    featurizer = FeaturizerConfig(version=version)
+    size = featurizer.size
+    actions = DiscreteActions.v3() if version >= 3 else DiscreteActions()
     inputs = size * frame_stack
     policy = MLPPolicy(
         hidden=((rng.normal(0, 0.5, (inputs, hidden)).astype("f"), np.zeros(hidden, "f")),),
@@ -24,12 +29,14 @@ def random_bundle(seed: int = 0, frame_stack: int = 1, hidden: int = 16) -> Bund
     )
     normalization = ObsNormalization(np.zeros(inputs, "f"), np.ones(inputs, "f"))
     metadata = {"algo": "random"}
-    return Bundle(policy, FeaturizerConfig(), actions, normalization, frame_stack, metadata)
+    return Bundle(policy, featurizer, actions, normalization, frame_stack, metadata)
 
 
-def write_random_bundle(path: str | Path, seed: int = 0, frame_stack: int = 1) -> Path:
+def write_random_bundle(
+    path: str | Path, seed: int = 0, frame_stack: int = 1, version: int = 1
+) -> Path:
     """Save :func:`random_bundle` to ``path``; return the path."""
-    save_bundle(random_bundle(seed, frame_stack), path)
+    save_bundle(random_bundle(seed, frame_stack, version=version), path)
     return Path(path)
 
 

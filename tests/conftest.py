@@ -6,6 +6,9 @@ at collection time, before any test module touches TensorFlow.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+
 import pytest
 
 from fitpilot.runtime import configure
@@ -22,3 +25,16 @@ def _seeded() -> None:
     import keras
 
     keras.utils.set_random_seed(SEED)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _data_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The real suite's converted datasets go to a fresh folder (inherited by the commands
+    that tests start), never to the user's cache."""
+    previous = os.environ.get("FITPILOT_DATA_DIR")
+    os.environ["FITPILOT_DATA_DIR"] = str(tmp_path_factory.mktemp("fitpilot-data"))
+    yield
+    if previous is None:
+        os.environ.pop("FITPILOT_DATA_DIR", None)
+    else:
+        os.environ["FITPILOT_DATA_DIR"] = previous

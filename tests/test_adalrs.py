@@ -6,9 +6,6 @@ NaN handled; both rules on Keras' JAX and torch backends."""
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +15,7 @@ import pytest
 
 from fitpilot import AdaLRS, FitpilotError
 from fitpilot.baselines.adalrs import AdaLRSError, descent_velocity
+from tests.other_backends import OTHER_BACKENDS, run_on_backend
 from tests.test_greedy_lr import (
     PoisonAfter,
     WeightsPerEpoch,
@@ -253,27 +251,11 @@ def test_a_learning_rate_schedule_is_refused() -> None:
 
 # --- other backends -----------------------------------------------------------------
 
-SCRIPT = """
-import sys
-sys.path.insert(0, {root!r})
-import keras
-assert keras.backend.backend() == {backend!r}, keras.backend.backend()
-from fitpilot.runtime import configure
-configure(1)
-from tests import test_adalrs, test_greedy_lr
-keras.utils.set_random_seed(0)
-test_adalrs.check_rollback_restores_exactly()
-test_adalrs.test_raises_from_a_rate_100x_too_low_and_beats_the_constant_rate()
-test_greedy_lr.test_raises_from_a_rate_100x_too_low_and_beats_the_constant_rate()
-print("ok")
-"""
-
-
-@pytest.mark.parametrize("backend", ["jax", "torch"])
+@pytest.mark.parametrize("backend", OTHER_BACKENDS)
 def test_both_rules_on_backend(backend: str) -> None:
-    pytest.importorskip(backend)
-    env = {**os.environ, "KERAS_BACKEND": backend, "CUDA_VISIBLE_DEVICES": ""}
-    result = subprocess.run([sys.executable, "-c", SCRIPT.format(root=str(ROOT), backend=backend)],
-                            capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip().splitlines()[-1] == "ok"
+    run_on_backend(
+        backend,
+        "tests.test_adalrs:check_rollback_restores_exactly",
+        "tests.test_adalrs:test_raises_from_a_rate_100x_too_low_and_beats_the_constant_rate",
+        "tests.test_greedy_lr:test_raises_from_a_rate_100x_too_low_and_beats_the_constant_rate",
+    )

@@ -450,7 +450,37 @@ def test_the_lane_settings_are_checked() -> None:
         build_config({"vec": "batched", "task_switch": "stop"})
     with pytest.raises(TrainError, match="`turn_budgets` must be > 0"):
         build_config({"vec": "batched", "turn_budgets": 0})
+    with pytest.raises(TrainError, match="`lanes` set how the copies"):  # Ray: one env per actor
+        build_config({"backend": "ray", "lanes": 2})
     with pytest.raises(ValueError, match=r"lanes \(3\) must be <= the number of tasks \(2\)"):
         BatchedVecEnv(TASKS, 3, lanes=3, **FAST)
     config = build_config({"vec": "batched", "n_envs": 16, "lanes": 4, "processes": 2})
     assert (config.lanes, config.turn_budgets, config.task_switch) == (4, 4.0, "cut")
+
+
+def test_the_factory_builds_lanes_and_the_resuming_frame_stack() -> None:
+    """make_workers, the one factory, passes the lane settings on; wrap stacks with
+    ResumingFrameStack."""
+    from fitpilot.agents.batched_vecenv import ResumingFrameStack
+    from fitpilot.agents.config import build_config
+    from fitpilot.agents.vecenv import make_workers, wrap
+
+    config = build_config(
+        {
+            "tasks": "tests.user_tasks:TASKS",
+            "vec": "batched",
+            "n_envs": 4,
+            "lanes": 2,
+            "turn_budgets": 1,
+            "task_switch": "pause",
+        }
+    )
+    workers = make_workers(config)
+    try:
+        venv = workers.venv
+        assert isinstance(venv, BatchedVecEnv)
+        settings = (len(venv._lanes), venv.copies, venv.task_switch, venv.turn_budgets)
+        assert settings == (2, 2, "pause", 1)
+        assert isinstance(wrap(workers, config).venv, ResumingFrameStack)
+    finally:
+        workers.close()

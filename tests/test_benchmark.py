@@ -394,7 +394,8 @@ def test_store_refuses_other_controller_or_settings(tmp_path: Path) -> None:
         (
             ["--strategies", "constant,warmup"],
             "unknown strategy 'warmup' in --strategies; valid strategies are constant, "
-            "early_stopping, reduce_lr, es_reduce_lr, cosine, lr_finder, prodigy, learned",
+            "early_stopping, reduce_lr, es_reduce_lr, cosine, lr_finder, prodigy, greedy_lr, "
+            "adalrs, learned",
         ),
         (["--tasks", "tests.benchmark_tasks:EMPTY"], "empty task list"),
         (["--tasks", "tests.benchmark_tasks:NOPE"], "has no attribute 'NOPE'"),

@@ -16,7 +16,7 @@ import pytest
 
 from fitpilot.envs.loading import load_tasks
 from fitpilot.experiments.benchmark import plan_benchmark, run_benchmark
-from fitpilot.experiments.reference import grid_extensions, tuned_rate
+from fitpilot.experiments.reference_rate import grid_extensions, tuned_rate
 from fitpilot.experiments.report import write_report
 from fitpilot.experiments.settings import (
     ORACLE,
@@ -291,3 +291,36 @@ def test_report_shows_harm_from_a_good_start_and_the_profiles(tmp_path: Path) ->
     assert "**Harm from a good start** (x1, learned's regret minus reduce_lr's, paired " in report
     assert "over 2 cells): 0.00 [0.00, 0.00]; no clear difference." in report
     assert "## Time to target" in report and (tmp_path / "profiles.png").is_file()
+
+
+def test_reuse_runs_only_what_depends_on_the_controller(tmp_path: Path) -> None:
+    """``--reuse``: another controller's benchmark of the same cells lends its grid and its
+    controller-free strategies; only the learned runs are trained again."""
+    fake = FakeExecutor(val=_distance(DEFAULT_LR), test=_distance(DEFAULT_LR))
+    first = settings_for(strategies=("constant", "greedy_lr", "learned"), controller="aaaa",
+                         strategy_settings={"greedy_lr": {"factor": 0.5}})
+    _benchmark(tmp_path / "a", first, fake)
+    fake.orders.clear()
+    second = settings_for(strategies=("constant", "greedy_lr", "learned"), controller="bbbb",
+                          strategy_settings={"greedy_lr": {"factor": 0.5}})
+    _benchmark(tmp_path / "b", second, fake, reuse=tmp_path / "a")
+    assert {order.key.strategy for order in fake.orders} == {"learned"}
+    assert len(read_store(tmp_path / "b").runs) == len(read_store(tmp_path / "a").runs)
+
+    fake.orders.clear()  # a rule with other settings is run again, not copied
+    third = settings_for(strategies=("constant", "greedy_lr", "learned"), controller="cccc",
+                         strategy_settings={"greedy_lr": {"factor": 0.8}})
+    _benchmark(tmp_path / "c", third, fake, reuse=tmp_path / "a")
+    assert {order.key.strategy for order in fake.orders} == {"learned", "greedy_lr"}
+    with pytest.raises(BenchmarkError, match="other settings .*seeds: store 2, now 3"):
+        _benchmark(tmp_path / "d", settings_for(seeds=3), fake, reuse=tmp_path / "a")
+
+
+def test_reuse_takes_the_controller_runs_of_the_same_bundle(tmp_path: Path) -> None:
+    fake = FakeExecutor(val=_distance(DEFAULT_LR), test=_distance(DEFAULT_LR))
+    same = settings_for(strategies=("constant", "learned"), controller="aaaa")
+    _benchmark(tmp_path / "a", same, fake)
+    fake.orders.clear()
+    _benchmark(tmp_path / "b", settings_for(strategies=("constant", "learned", "cosine"),
+                                            controller="aaaa"), fake, reuse=tmp_path / "a")
+    assert {order.key.strategy for order in fake.orders} == {"cosine"}

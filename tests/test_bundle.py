@@ -103,7 +103,7 @@ def test_garbage_arrays_say_the_bundle_is_corrupt(tmp_path: Path, parts) -> None
 @pytest.mark.parametrize(("version", "match"), [
     ("1", r"featurizer version '1' is a str, not an integer"),
     (True, r"featurizer version True is a bool, not an integer"),
-    (3, r"featurizer version 3 is not supported"),
+    (4, r"featurizer version 4 is not supported"),
 ])
 def test_featurizer_version_of_the_wrong_type(tmp_path: Path, parts, version, match) -> None:
     manifest, arrays = parts

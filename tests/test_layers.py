@@ -7,7 +7,7 @@ map from ``pyproject.toml``, parses every module's imports with ``ast``
 (function-local ones included) and asserts the stack, top to bottom:
 
     commands, cli, the package face  >  experiments | agents  >  envs  >  baselines
-    >  controller  >  ground (errors, runtime, jsonable, _version, ray_backend)
+    >  controller  >  ground (errors, runtime, jsonable, _version, ray_backend, keras_internals)
 
 ``baselines/`` (range test, Prodigy, the rival rules) sits beside the controller on the
 deployed side: it may use the controller's Keras helpers, the controller never uses it.
@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: Rank of each layer: a module may import modules of a lower rank, or of its own package.
 GROUND = ("fitpilot.errors", "fitpilot.runtime", "fitpilot.jsonable", "fitpilot._version",
-          "fitpilot.ray_backend")
+          "fitpilot.ray_backend", "fitpilot.keras_internals")
 RANKS = {
     "ground": 0,
     "controller": 1,

@@ -12,7 +12,8 @@ import pytest
 import tensorflow as tf
 
 from fitpilot import LRFinderResult, find_learning_rate
-from fitpilot.baselines.lr_finder import LRFinder, LRFinderError, suggest, valley_index
+from fitpilot.baselines.lr_finder import LRFinder, LRFinderError
+from fitpilot.controller.ramp import suggest, valley_index
 
 # --- the valley rule against fastai's code ------------------------------------------
 

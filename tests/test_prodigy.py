@@ -380,3 +380,8 @@ def check_text_model_trains() -> float:
 
 def test_the_text_model_trains_with_prodigy() -> None:
     check_text_model_trains()
+
+
+def run_parity_30() -> float:
+    """:func:`run_parity` over 30 steps (run on JAX and torch by test_other_backends)."""
+    return run_parity(steps=30)

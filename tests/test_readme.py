@@ -1,9 +1,9 @@
-"""Every example command in README.md runs, so the README stays true.
+"""Every example command in README.md and docs/*.md runs, so they stay true.
 
-The commands are read from the README's ``bash`` (and unlabelled) code blocks
-and run in README order in a fresh folder, as a user who follows the README
-runs them: ``my_tasks.py`` is the README's own example (also installed as
-``my_package/my_tasks.py`` for the import-path example). Runs that would take
+The commands are read from the ``bash`` (and unlabelled) code blocks of the README, then
+of each page of docs/ (in :data:`PAGES` order), and run in that order in a fresh folder,
+as a user who follows them runs them: ``my_tasks.py`` is docs/tasks.md's own example
+(also installed as ``my_package/my_tasks.py`` for the import-path example). Runs that would take
 minutes are scaled down only by flags appended to the README's command line
 (for a repeated option, the last one wins): :data:`SCALE_DOWN`. Commands that
 cannot run here are listed in :data:`SKIPPED` with the reason.
@@ -21,6 +21,10 @@ import pytest
 from tests.commandline import REPO, run_fitpilot
 
 README = REPO / "README.md"
+#: The pages whose commands run, in this order (the README first, then the docs).
+PAGES = [README, *sorted((REPO / "docs").glob("*.md"))]
+#: The page that holds the ``my_tasks.py`` example the commands use.
+TASKS_PAGE = REPO / "docs" / "tasks.md"
 
 # Flags appended per command, in seconds rather than minutes. Training: one environment,
 # in-process, PPO updates of 32 steps and no holdout evaluation; `--timesteps` is scaled by
@@ -37,9 +41,11 @@ SCALE_DOWN = {
 TRAIN_DEFAULT_TIMESTEPS = 100_000
 
 SKIPPED = {
-    "make demo": "the pretrained benchmark on holdout (minutes); the Benchmark section's first "
-    "command runs its flags, scaled down",
+    "make setup": "sets up the environment these tests run in",
     "make test": "runs the tests, this one included",
+    ".venv/bin/python benchmarks/ray_scaling.py": "a 5-minute measurement of Ray's overheads",
+    ".venv/bin/python benchmarks/ray_scaling.py --only overhead training --timesteps 2048":
+    "a measurement of Ray's overheads (minutes)",
     "fitpilot recipe experiments/configs/pretrained.yaml --seeds 3 --out runs/pretrained":
     "trains the shipped recipe 3 times and benchmarks each bundle (40 minutes); "
     "tests/test_recipe.py runs the command on a tiny recipe",
@@ -54,13 +60,14 @@ SKIPPED = {
 
 
 def readme_commands() -> list[str]:
-    """The command lines of the README's bash code blocks, in order (with shlex quoting).
+    """The command lines of the pages' bash code blocks, in order (with shlex quoting).
 
     Also unlabelled blocks of ``fitpilot`` commands only. Continuation lines
     (ending in a backslash) are joined and comments dropped.
     """
     commands = []
-    for language, body in re.findall(r"^```(\w*)\n(.*?)^```", README.read_text(), re.M | re.S):
+    text = "\n".join(page.read_text() for page in PAGES)
+    for language, body in re.findall(r"^```(\w*)\n(.*?)^```", text, re.M | re.S):
         joined = body.replace("\\\n", " ").splitlines()
         lines = [words for line in joined if (words := shlex.split(line, comments=True))]
         if language == "bash" or (not language and all(w[0] == "fitpilot" for w in lines)):
@@ -69,8 +76,8 @@ def readme_commands() -> list[str]:
 
 
 def readme_python_block(after: str) -> str:
-    """The first ``python`` code block after the text ``after``."""
-    text = README.read_text()
+    """The first ``python`` code block after the text ``after`` in :data:`TASKS_PAGE`."""
+    text = TASKS_PAGE.read_text()
     start = text.index(after)
     match = re.compile(r"^```python\n(.*?)^```", re.M | re.S).search(text, start)
     assert match, f"no python block after {after!r} in README.md"
@@ -117,15 +124,15 @@ def run_in_order(commands: list[str], folder: Path) -> None:
     for command in commands:
         started = time.perf_counter()
         result = run_fitpilot(*scaled_down(command), cwd=folder, timeout=600)
-        assert result.returncode == 0, f"README command failed: {command}\n{result.stderr}"
+        assert result.returncode == 0, f"documented command failed: {command}\n{result.stderr}"
         print(f"{time.perf_counter() - started:6.1f} s  {command}")  # shown with pytest -s
 
 
 def test_every_readme_command_runs_or_is_skipped_with_a_reason() -> None:
     commands = readme_commands()
-    assert len(commands) >= 10  # the parser finds the README's blocks
+    assert len(commands) >= 10  # the parser finds the pages' blocks
     unknown = [c for c in commands if c not in SKIPPED and not c.startswith("fitpilot ")]
-    assert unknown == [], f"add these README commands to SKIPPED with a reason: {unknown}"
+    assert unknown == [], f"add these documented commands to SKIPPED with a reason: {unknown}"
     stale = sorted(set(SKIPPED) - set(commands))
     assert stale == [], f"SKIPPED lists commands the README no longer has: {stale}"
 

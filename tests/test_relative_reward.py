@@ -11,7 +11,7 @@ import pytest
 from fitpilot.agents.config import EnvSettings, TrainConfig, TrainError
 from fitpilot.controller.actions import DiscreteActions
 from fitpilot.envs.env import EnvError, KerasTrainingEnv
-from fitpilot.envs.reference_run import ReferenceCurves, reduce_lr_on_plateau, reference_curve
+from fitpilot.envs.plateau_run import ReferenceCurves, reduce_lr_on_plateau, reference_curve
 from tests.user_tasks import TASKS
 
 ACTIONS = DiscreteActions.v2()  # x1/2, x1, x1.5, x2, stop, rollback

@@ -34,8 +34,8 @@ def test_the_v2_scheme_and_v1_unchanged() -> None:
     assert v1.to_dict() == {"version": 1, "kind": "discrete", "factors": [1 / 3, 1.0, 3.0]}
     assert v1.n == 4 and v1.names == ("lower", "keep", "raise", "stop")
     assert action_scheme_from_dict(v1.to_dict()) == v1
-    with pytest.raises(ActionError, match="reads versions 1, 2"):
-        action_scheme_from_dict({**V2.to_dict(), "version": 3})
+    with pytest.raises(ActionError, match="reads versions 1, 2, 3"):
+        action_scheme_from_dict({**V2.to_dict(), "version": 4})
     assert rollback_learning_rate(0.1, V2.decode(ROLLBACK), 1e-3, 1.0) == 0.05
     assert rollback_learning_rate(1e-3, V2.decode(ROLLBACK), 1e-3, 1.0) == 1e-3  # clamped
 

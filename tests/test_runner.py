@@ -14,13 +14,9 @@ import tensorflow as tf
 from tensorflow.python.framework import config as tf_config
 
 from fitpilot.controller.actions import ActionError
-from fitpilot.envs.runner import (
-    FastEpochRunner,
-    FitEpochRunner,
-    ModelResetter,
-    RunnerError,
-    make_runner,
-)
+from fitpilot.envs.fit_runner import FitEpochRunner
+from fitpilot.envs.model_state import ModelResetter, RunnerError
+from fitpilot.envs.runner import FastEpochRunner, make_runner
 from fitpilot.envs.suites import digits_data, mlp, recurrent, small_cnn
 from fitpilot.envs.tasks import Split, TaskData, TrainingTask
 

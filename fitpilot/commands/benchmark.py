@@ -7,13 +7,12 @@ The protocol is docs/benchmark.md's (v3); the work, checks included, is in
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from fitpilot.commands import check_writable, user_errors
+from fitpilot.commands import check_writable, needs, user_errors
 from fitpilot.commands.ray_options import Backend, RayAddress, WorkerCpus, WorkerMemory
 from fitpilot.commands.tasks import SUITE_HELP, TASKS_HELP
 from fitpilot.experiments.benchmark import plan_benchmark, run_benchmark
@@ -26,6 +25,7 @@ def register(app: typer.Typer) -> None:
 
 
 @user_errors
+@needs("benchmark")
 def benchmark(
     controller: Annotated[
         str,
@@ -73,6 +73,15 @@ def benchmark(
         bool, typer.Option("--force", help="Delete the store in --out first.")
     ] = False,
     jobs: Annotated[int, typer.Option("--jobs", help="Parallel worker processes.")] = 1,
+    reuse: Annotated[
+        Path | None,
+        typer.Option(
+            "--reuse",
+            help="The folder of a benchmark of the same tasks, seeds, factors and grid (of "
+            "another controller): its runs that do not depend on the controller are copied, "
+            "not run again.",
+        ),
+    ] = None,
     backend: Backend = "local",
     ray_address: RayAddress = None,
     worker_cpus: WorkerCpus = None,
@@ -111,7 +120,7 @@ def benchmark(
         f"store {out / 'runs.jsonl'}",
         err=True,
     )
-    with contextlib.nullcontext() if ray is None else session(ray):
+    with session(ray):
         result = run_benchmark(
             settings,
             config,
@@ -122,6 +131,7 @@ def benchmark(
             echo=lambda line: typer.echo(line, err=True),
             progress=progress,
             ray=ray,
+            reuse=reuse,
         )
     typer.echo(f"report: {result.report}")
     failures = result.failure_line()

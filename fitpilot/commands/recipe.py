@@ -24,7 +24,7 @@ import typer
 from fitpilot.agents.config import TrainConfig, build_config, read_config_file, run_differences
 from fitpilot.agents.train import RunFolder
 from fitpilot.agents.train import train as run_training
-from fitpilot.commands import check_writable, user_errors
+from fitpilot.commands import check_writable, needs, user_errors
 from fitpilot.experiments.benchmark import plan_benchmark, run_benchmark
 from fitpilot.experiments.recipe import (
     DEFAULT_RULE,
@@ -45,6 +45,7 @@ def register(app: typer.Typer) -> None:
 
 
 @user_errors
+@needs("train", "benchmark")
 def recipe(
     config: Annotated[Path, typer.Argument(help="The recipe: a YAML file of `fitpilot train`.")],
     seeds: Annotated[

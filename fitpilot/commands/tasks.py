@@ -6,12 +6,14 @@ from typing import Annotated
 
 import typer
 
-from fitpilot.commands import user_errors
+from fitpilot.commands import needs, user_errors
 from fitpilot.envs.loading import check_spec, resolve_tasks
 from fitpilot.envs.tasks import TrainingTask
 from fitpilot.runtime import configure
 
-SUITE_HELP = "Built-in suite: train or holdout."
+SUITE_HELP = (
+    "Built-in suite: train, train_v2, validation, holdout or real (real needs the data extra)."
+)
 TASKS_HELP = "Import path package.module:NAME of a TrainingTask or a list of them."
 
 
@@ -20,6 +22,7 @@ def register(app: typer.Typer) -> None:
 
 
 @user_errors
+@needs("benchmark")
 def tasks(
     suite: Annotated[str | None, typer.Option("--suite", help=SUITE_HELP)] = None,
     tasks: Annotated[str | None, typer.Option("--tasks", help=TASKS_HELP)] = None,

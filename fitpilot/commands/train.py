@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from fitpilot.agents.config import TrainError, build_config, parse_overrides, read_config_file
+from fitpilot.agents.config import build_config, parse_overrides, read_config_file
 from fitpilot.agents.train import RunFolder
 from fitpilot.agents.train import train as run_training
-from fitpilot.commands import check_writable, user_errors
+from fitpilot.commands import check_writable, needs, user_errors
 from fitpilot.commands.ray_options import Backend, RayAddress, WorkerCpus, WorkerMemory
 from fitpilot.commands.tasks import SUITE_HELP, TASKS_HELP
 from fitpilot.experiments.recipe import SELECT_KEY
-from fitpilot.ray_backend import check_capacity, ray_options, session
+from fitpilot.ray_backend import ray_options, session
 
 
 def register(app: typer.Typer) -> None:
@@ -23,6 +22,7 @@ def register(app: typer.Typer) -> None:
 
 
 @user_errors
+@needs("train")
 def train(
     algo: Annotated[str | None, typer.Option(help="ppo (default), a2c or dqn.")] = None,
     suite: Annotated[str | None, typer.Option(help=SUITE_HELP + " Default: train.")] = None,
@@ -115,6 +115,7 @@ def train(
         "eval_every": eval_every,
         "checkpoint_every": checkpoint_every,
         "stop_bias": stop_bias,
+        "backend": backend,  # where the environments run: not part of what a run learns
     }
     recipe_config = build_config(
         stored,
@@ -123,25 +124,14 @@ def train(
         hp=parse_overrides(hp or [], "--hp"),
         env=parse_overrides(env or [], "--env"),
     )
-    run = functools.partial(
-        run_training,
-        recipe_config,
-        folder,
-        resume=resume,
-        force=force,
-        progress=progress,
-        echo=lambda message: typer.echo(message, err=True),
-    )
-    if ray is None:
-        run()
-        return
-    if recipe_config.vec != "subproc":
-        raise TrainError(
-            f"--vec {recipe_config.vec} is for the local backend: with --backend ray each "
-            f"environment is a Ray actor; drop --vec (or vec: from the recipe)"
+    recipe_config.check()  # before a Ray instance starts for it
+    with session(ray):
+        run_training(
+            recipe_config,
+            folder,
+            resume=resume,
+            force=force,
+            progress=progress,
+            echo=lambda message: typer.echo(message, err=True),
+            ray=ray,
         )
-    from fitpilot.agents.ray_vecenv import make_ray_workers  # the optional extra, Ray
-
-    with session(ray) as ray_module:
-        check_capacity(ray_module, ray, recipe_config.n_envs, "environments (`n_envs`)")
-        run(workers=functools.partial(make_ray_workers, options=ray))

@@ -1,4 +1,4 @@
-"""The reference learning rate of each task: the tuned rate (BENCHMARK.md v2) or the default.
+"""The reference learning rate of each task: the tuned rate (docs/benchmark.md) or the default.
 
 The tuned rate of a task is the constant rate of the oracle grid whose best
 *validation* loss, averaged over the seeds, is lowest; the test split never

@@ -1,4 +1,5 @@
-"""The reference run of the relative reward: Keras' ``ReduceLROnPlateau`` on the same cell.
+"""The plateau run, the bar of the relative reward: Keras' ``ReduceLROnPlateau`` on the same
+cell. (Not the benchmark's reference *rate*, the tuned rate: ``experiments/reference_rate.py``.)
 
 With ``reward="relative"`` the environment pays the policy for beating what the
 heuristic a careful user would add does on the same task, seed and starting rate (a
@@ -25,7 +26,7 @@ DEFAULT_CACHE_SIZE = 4096
 
 
 def reduce_lr_on_plateau(monitor: str = "val_loss") -> keras.callbacks.ReduceLROnPlateau:
-    """The ``ReduceLROnPlateau`` of BENCHMARK.md (the benchmark's ``reduce_lr``)."""
+    """The ``ReduceLROnPlateau`` of docs/benchmark.md (the benchmark's ``reduce_lr``)."""
     return keras.callbacks.ReduceLROnPlateau(
         monitor=monitor, factor=0.5, patience=3, min_lr=1e-5, cooldown=2
     )
