@@ -282,9 +282,12 @@ class LearnedController(keras.callbacks.Callback):
             else None
         )
         self._restarts_left = self.restarts
+        self._finite_epochs = 0
         self.probe_result = None
         if self.featurizer.config.uses_probe:
             self._first_decision()
+            self._start_as_best(fit_locals(("validation_data", "validation_batch_size",
+                                            "batch_size")))
 
     @property
     def probe_batches(self) -> int:
@@ -306,6 +309,7 @@ class LearnedController(keras.callbacks.Callback):
         if is_divergent(observed, checked):
             self._diverged(epoch, logs, value, lr)
             return
+        self._finite_epochs += 1
         last = bool(self._budget) and epoch + 1 >= self._budget  # no decision after it
         if not validated:  # validation_freq > 1: nothing for the policy to see
             self._record(epoch, logs, None, lr, "end" if last else "wait", lr, NO_DECISION,
@@ -346,7 +350,7 @@ class LearnedController(keras.callbacks.Callback):
     def on_train_end(self, logs: Mapping[str, Any] | None = None) -> None:
         self._start_weights = None
         if self.restore_best_weights and self.best_weights is not None:
-            self._restore(self.best_weights, f"the best epoch: {self.best_epoch}")
+            self._restore(self.best_weights, self._best_source())
 
     # -- checks --------------------------------------------------------------------------
 
@@ -443,11 +447,11 @@ class LearnedController(keras.callbacks.Callback):
         """
         train_key = self.featurizer.config.train_key
         restart_lr = clamp_learning_rate(lr * RESTART_FACTOR, self.min_lr, self.max_lr)
-        if self.best_weights is None and self._restarts_left > 0 and restart_lr < lr:
+        if self._finite_epochs == 0 and self._restarts_left > 0 and restart_lr < lr:
             self._restart(epoch, logs, value, lr, restart_lr)
             return
         if self.best_weights is not None:
-            weights, source = self.best_weights, f"the best epoch: {self.best_epoch}"
+            weights, source = self.best_weights, self._best_source()
         else:
             weights, source = self._start_weights, "the start of this fit (no finite epoch)"
         warnings.warn(
@@ -484,6 +488,8 @@ class LearnedController(keras.callbacks.Callback):
             np.zeros(tuple(v.shape), keras.backend.standardize_dtype(v.dtype)) for v in state
         ])
         new_lr = self._set_learning_rate(new_lr)
+        if self.best_weights is not None:  # version 3: the start stays the best, at the new rate
+            self._best_lr = new_lr
         # A fresh run of the epochs left, as the policy was trained to see one.
         self._observe_afresh(max(1, self._budget - epoch - 1) if self._budget else 0)
         self._record(epoch, logs, value, lr, "restart", new_lr, NO_DECISION, stopped=False)
@@ -538,6 +544,40 @@ class LearnedController(keras.callbacks.Callback):
                 f"{probe.valley:.3g}, steepest {probe.steepest:.3g}, minimum {probe.minimum:.3g};"
                 f" first decision {decision.name}: learning rate {lr:.3g} -> {new_lr:.3g}."
             )
+
+    def _start_as_best(self, fit: dict[str, Any]) -> None:
+        """Version 3, as in the environment: the weights the fit starts from are the best
+        until an epoch beats them, so that a first epoch that leaves the model worse than
+        untrained is rolled back to them, and never kept at the end.
+
+        Costs one evaluation pass over the validation data (``monitor`` of the starting
+        weights). Without validation data, or with a ``monitor`` the evaluation does not
+        give, the first epoch is the first best, as in versions 1 and 2.
+        """
+        data = fit.get("validation_data")
+        if data is None or not self.monitor.startswith("val_"):
+            return
+        if isinstance(data, (tuple, list)):
+            x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(tuple(data))
+            batch_size = fit.get("validation_batch_size") or fit.get("batch_size") or 32
+            scores = self.model.evaluate(x, y, sample_weight=sample_weight,
+                                         batch_size=batch_size, verbose=0, return_dict=True)
+        else:  # a dataset or PyDataset, batched already
+            scores = self.model.evaluate(data, verbose=0, return_dict=True)
+        value = scores.get(self.monitor[len("val_"):])
+        if value is None or not math.isfinite(float(value)):
+            return
+        self.best, self.best_epoch = float(value), 0
+        self.best_weights = self._start_weights
+        if self._rollback:
+            self._best_optimizer = copy_values(optimizer_state(self.model.optimizer))
+            self._best_lr = get_learning_rate(self.model.optimizer)
+
+    def _best_source(self) -> str:
+        """Where the best weights come from, for messages."""
+        if self.best_epoch == 0:
+            return "the start of this fit (no epoch beat it)"
+        return f"the best epoch: {self.best_epoch}"
 
     def _observe_afresh(self, epochs: int) -> None:
         """Featurizer and frame stack start a run of ``epochs`` epochs (0: budget unknown)."""

@@ -188,6 +188,34 @@ def test_the_callback_takes_a_first_decision(tmp_path: Path) -> None:
                            callbacks=[LearnedController(bundle, monitor="loss")])
 
 
+def constant_bundle(action: int):
+    """A v3 bundle whose policy always takes ``action`` (the first decision and every epoch's)."""
+    bundle = random_bundle(version=3)
+    weights, bias = bundle.policy.head
+    weights[...] = 0.0
+    bias[...] = 0.0
+    bias[action] = 1.0
+    return bundle
+
+
+def test_the_callback_keeps_the_start_when_no_epoch_beats_it() -> None:
+    """As in the environment, version 3's first best is the untrained weights: a start so high
+    that every epoch ends worse than untrained (finite) leaves the fit's starting weights, not
+    the least bad epoch's."""
+    x, y = regression()
+    keras.utils.set_random_seed(0)
+    model = compiled(3.0)
+    start = model.get_weights()
+    untrained = model.evaluate(x[72:], y[72:], verbose=0)  # the validation split's rows
+    controller = LearnedController(constant_bundle(0), verbose=0)  # keep start, then x0.5
+    history = model.fit(x, y, validation_split=0.25, epochs=3, verbose=0,
+                        callbacks=[controller])
+    assert min(history.history["val_loss"]) > 10 * controller.best
+    assert controller.best_epoch == 0 and controller.best == pytest.approx(untrained, rel=1e-5)
+    for before, after in zip(start, model.get_weights(), strict=True):
+        np.testing.assert_array_equal(before, after)
+
+
 def test_version_3_needs_both_halves() -> None:
     with pytest.raises(ValueError, match="go together"):
         KerasTrainingEnv(tasks=TASKS, featurizer=FeaturizerConfig(version=3))
