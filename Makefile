@@ -75,8 +75,8 @@ benchmark-real: setup
 	  --lr-factors 0.1,1,10 --oracle-grid 7 --jobs 2 --out $(REAL_OUT) --resume
 	@echo "benchmark-real: open $(REAL_OUT)/report.md"
 
-PRETRAINED_RUN ?= runs/pretrained
+PRETRAINED_RUN ?= runs/pretrained-v3
 pretrained: setup
-	$(BIN)/fitpilot recipe experiments/configs/pretrained.yaml --seeds 3 --out $(PRETRAINED_RUN)
+	$(BIN)/fitpilot recipe experiments/configs/pretrained_v3.yaml --seeds 3 --out $(PRETRAINED_RUN)
 	cp $(PRETRAINED_RUN)/controller.zip controller/pretrained/controller.zip
 	@echo "pretrained: controller/pretrained/controller.zip updated from $(PRETRAINED_RUN) (see recipe.md)"

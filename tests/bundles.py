@@ -43,3 +43,6 @@ def write_random_bundle(
 #: The controller fitpilot shipped before v2 (featurizer and actions version 1, PPO on the
 #: `train` suite, `59e98e941ccfe1d5`), kept to test that v1 bundles load and act as before.
 V1_BUNDLE = Path(__file__).parent / "data" / "controller_v1_59e98e94.zip"
+#: The controller fitpilot shipped before v3 (featurizer v2: weight features; actions v2:
+#: rollback; `b1363f1344448dd7`), kept to test that v2 bundles load and act as before.
+V2_BUNDLE = Path(__file__).parent / "data" / "controller_v2_b1363f13.zip"

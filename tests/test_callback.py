@@ -483,8 +483,9 @@ def test_pretrained_loads_or_says_none_ships() -> None:
 
     if files("fitpilot.controller").joinpath("pretrained/controller.zip").is_file():
         shipped = LearnedController.pretrained()
-        # The shipped controller is v2: weight features and the rollback action.
-        assert shipped.bundle.featurizer.version == 2 and shipped.bundle.actions.rollback
+        # The shipped controller is v3: the scale probe and a first decision, then rollback.
+        assert shipped.bundle.featurizer.version == 3 and shipped.bundle.actions.first
+        assert shipped.bundle.actions.rollback
     else:
         with pytest.raises(BundleError, match="no pretrained controller ships.*fitpilot train"):
             LearnedController.pretrained()

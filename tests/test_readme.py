@@ -46,7 +46,7 @@ SKIPPED = {
     ".venv/bin/python benchmarks/ray_scaling.py": "a 5-minute measurement of Ray's overheads",
     ".venv/bin/python benchmarks/ray_scaling.py --only overhead training --timesteps 2048":
     "a measurement of Ray's overheads (minutes)",
-    "fitpilot recipe experiments/configs/pretrained.yaml --seeds 3 --out runs/pretrained":
+    "fitpilot recipe experiments/configs/pretrained_v3.yaml --seeds 3 --out runs/pretrained-v3":
     "trains the shipped recipe 3 times and benchmarks each bundle (40 minutes); "
     "tests/test_recipe.py runs the command on a tiny recipe",
     "pip install 'fitpilot[ray]'": "installs a package (the dev extras hold ray already)",
