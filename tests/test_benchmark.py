@@ -479,6 +479,20 @@ def test_report_without_oracle_says_regret_is_undefined(tmp_path: Path) -> None:
     assert not (tmp_path / "regret_compute.png").exists()
 
 
+def test_cli_runs_the_rival_rules(tmp_path: Path) -> None:
+    """`fitpilot benchmark --strategies greedy_lr,adalrs` runs both rules and reports them."""
+    code, output = cli(
+        "benchmark", "--tasks", TINY, "--strategies", "greedy_lr,adalrs", "--seeds", "1",
+        "--lr-factors", "0.1,10", "--oracle-grid", "3", "--lr-reference", "default",
+        "--out", str(tmp_path),
+    )
+    assert code == 0, output
+    report = (tmp_path / "report.md").read_text()
+    assert "### What greedy_lr did" in report and "### What adalrs did" in report
+    runs = read_store(tmp_path).runs
+    assert {run.strategy for run in runs} >= {"greedy_lr", "adalrs"}
+
+
 # --- end to end --------------------------------------------------------------------------
 
 
