@@ -136,6 +136,12 @@ def _terminate(executor: ProcessPoolExecutor) -> None:
         if process.is_alive():
             process.kill()
     executor.shutdown(wait=False, cancel_futures=True)
+    # Before Python 3.12, the executor's exit hook can write to its manager thread's wakeup
+    # pipe while that thread closes it (an "Exception ignored" traceback with EBADF at exit).
+    # The workers are gone, so the thread ends at once: waiting for it leaves no race.
+    manager = getattr(executor, "_executor_manager_thread", None)
+    if manager is not None:
+        manager.join(timeout=10)
 
 
 @contextlib.contextmanager
