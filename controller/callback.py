@@ -282,7 +282,7 @@ class LearnedController(keras.callbacks.Callback):
             else None
         )
         self._restarts_left = self.restarts
-        self._finite_epochs = 0
+        self._validated_epochs = 0
         self.probe_result = None
         if self.featurizer.config.uses_probe:
             self._first_decision()
@@ -309,12 +309,12 @@ class LearnedController(keras.callbacks.Callback):
         if is_divergent(observed, checked):
             self._diverged(epoch, logs, value, lr)
             return
-        self._finite_epochs += 1
         last = bool(self._budget) and epoch + 1 >= self._budget  # no decision after it
         if not validated:  # validation_freq > 1: nothing for the policy to see
             self._record(epoch, logs, None, lr, "end" if last else "wait", lr, NO_DECISION,
                          stopped=False)
             return
+        self._validated_epochs += 1  # finite: a NaN after one stops instead of restarting
         obs = self.featurizer.observe(observed, lr, self._trainable)
         if self.best is None or self._better(value, self.best):
             self.best, self.best_epoch = value, epoch + 1
@@ -447,7 +447,7 @@ class LearnedController(keras.callbacks.Callback):
         """
         train_key = self.featurizer.config.train_key
         restart_lr = clamp_learning_rate(lr * RESTART_FACTOR, self.min_lr, self.max_lr)
-        if self._finite_epochs == 0 and self._restarts_left > 0 and restart_lr < lr:
+        if self._validated_epochs == 0 and self._restarts_left > 0 and restart_lr < lr:
             self._restart(epoch, logs, value, lr, restart_lr)
             return
         if self.best_weights is not None:
