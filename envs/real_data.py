@@ -133,6 +133,18 @@ def _windows(
     return x.astype("float32"), y.astype("float32")
 
 
+def _split_windows(
+    inputs: np.ndarray, parts: list[slice], history: int, horizon: int, stride: int
+) -> dict[str, np.ndarray]:
+    """:func:`_windows` of each stretch in ``parts`` (train, validation, test), forecasting
+    the first column of ``inputs`` (``(steps, features)``); windows never cross a boundary."""
+    arrays = {}
+    for split, part in zip(SPLITS, parts, strict=True):
+        x, y = _windows(inputs[part], inputs[part, 0], history, horizon, stride)
+        arrays[f"{split}_x"], arrays[f"{split}_y"] = x, y
+    return arrays
+
+
 def _time_parts(steps: int, shares: tuple[float, float], unit: int = 1) -> list[slice]:
     """Consecutive train/validation/test stretches of ``steps`` (train first), cut at
     multiples of ``unit`` steps (e.g. whole days)."""
@@ -281,13 +293,7 @@ def elecdemand_arrays() -> dict[str, np.ndarray]:
     mean, std = train.mean(axis=0), train.std(axis=0)
     mean[2], std[2] = 0.0, 1.0  # the working-day flag stays 0/1
     scaled = (hourly - mean) / std
-    arrays = {}
-    for split, part in zip(SPLITS, parts, strict=True):
-        x, y = _windows(
-            scaled[part], scaled[part, 0], ELEC_HISTORY, ELEC_HORIZON, ELEC_STRIDE
-        )
-        arrays[f"{split}_x"], arrays[f"{split}_y"] = x, y
-    return arrays
+    return _split_windows(scaled, parts, ELEC_HISTORY, ELEC_HORIZON, ELEC_STRIDE)
 
 
 def calls_arrays() -> dict[str, np.ndarray]:
@@ -302,13 +308,7 @@ def calls_arrays() -> dict[str, np.ndarray]:
     parts = _time_parts(len(volume), (0.7, 0.15), unit=CALLS_PER_DAY)
     mean, std = volume[parts[0]].mean(), volume[parts[0]].std()
     inputs = np.column_stack([(volume - mean) / std, np.sin(angle), np.cos(angle)])
-    arrays = {}
-    for split, part in zip(SPLITS, parts, strict=True):
-        x, y = _windows(
-            inputs[part], inputs[part, 0], CALLS_HISTORY, CALLS_HORIZON, CALLS_STRIDE
-        )
-        arrays[f"{split}_x"], arrays[f"{split}_y"] = x, y
-    return arrays
+    return _split_windows(inputs, parts, CALLS_HISTORY, CALLS_HORIZON, CALLS_STRIDE)
 
 
 SOURCES: dict[str, Source] = {
