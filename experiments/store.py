@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO
 
@@ -25,6 +25,7 @@ from fitpilot.experiments.settings import (
     RunRecord,
     Settings,
 )
+from fitpilot.experiments.strategies import ORACLE, STRATEGY_TABLE
 from fitpilot.jsonable import jsonable
 
 STORE_FILE = "runs.jsonl"
@@ -186,10 +187,6 @@ def reuse_runs(source: str | Path, store: ResultsStore, settings: Settings) -> i
     agree on everything else (tasks, seeds, factors, grid, reference, version); runs
     ``store`` has already are kept. Returns the number of runs copied.
     """
-    from dataclasses import replace  # here: one use
-
-    from fitpilot.experiments.strategies import ORACLE, STRATEGY_TABLE
-
     contents = read_store(source)
     theirs = contents.settings
     aligned = replace(theirs, controller=settings.controller, strategies=settings.strategies,
